@@ -1,0 +1,14 @@
+//! `lab`: identical multi-machine Linux labs on libvirt, with whole-lab checkpoints. See ARCHITECTURE.md for the
+//! map of modules and the path a lab takes through them.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod download;
+pub mod host;
+pub mod libvirt;
+pub mod model;
+pub mod orchestrator;
+pub mod render;
+pub mod ssh;
+pub mod state;
+pub mod ui;

@@ -1,0 +1,294 @@
+//! SSH into the machines: the lab's login key, the host keys lab generates and pins, and the system `ssh` run with
+//! strict host key checking against a known_hosts file that lab writes.
+
+use crate::model::Lab;
+use crate::render::cloud_init::SeedKeys;
+use crate::render::names;
+use ssh_key::{Algorithm, LineEnding, PrivateKey};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot write key {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make an SSH key: {0}")]
+    Key(#[from] ssh_key::Error),
+    #[error("cannot run ssh: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("{machine}: `{command}` timed out after {secs} s")]
+    Timeout {
+        machine: String,
+        command: String,
+        secs: u64,
+    },
+}
+
+impl SshError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SshError::Spawn(_) => Some("install the OpenSSH client (`apt-get install openssh-client`)".into()),
+            _ => None,
+        }
+    }
+}
+
+/// The lab's keys on this machine.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    dir: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SshError + '_ {
+    move |source| SshError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn generate(comment: &str) -> Result<PrivateKey, SshError> {
+    let mut key = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519)?;
+    key.set_comment(comment);
+    Ok(key)
+}
+
+fn write_private(path: &Path, key: &PrivateKey) -> Result<(), SshError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = key.to_openssh(LineEnding::LF)?;
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn load_or_make(path: &Path, comment: &str) -> Result<PrivateKey, SshError> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(k) = PrivateKey::from_openssh(&text) {
+            return Ok(k);
+        }
+    }
+    let k = generate(comment)?;
+    write_private(path, &k)?;
+    Ok(k)
+}
+
+/// The alias under which a machine's host key is pinned (independent of address and of the jump host).
+pub fn host_alias(lab: &str, machine: &str) -> String {
+    names::domain(lab, machine)
+}
+
+impl Keys {
+    /// Loads the lab's keys from `dir`, making any that are missing, and rewrites known_hosts.
+    pub fn ensure(dir: &Path, lab: &Lab) -> Result<(Keys, Vec<SeedKeys>), SshError> {
+        std::fs::create_dir_all(dir.join("host-keys")).map_err(io(dir))?;
+        let login = load_or_make(&dir.join("id_ed25519"), &format!("lab-{}", lab.name))?;
+        let authorized_key = login.public_key().to_openssh()?;
+        let mut seeds = Vec::new();
+        let mut known_hosts = String::new();
+        for m in &lab.machines {
+            let hk = load_or_make(&dir.join("host-keys").join(&m.name), &format!("root@{}", m.name))?;
+            let public = hk.public_key().to_openssh()?;
+            known_hosts.push_str(&format!("{} {}\n", host_alias(&lab.name, &m.name), public));
+            seeds.push(SeedKeys {
+                authorized_key: authorized_key.clone(),
+                host_key_private: hk.to_openssh(LineEnding::LF)?.to_string(),
+                host_key_public: public,
+            });
+        }
+        let kh = dir.join("known_hosts");
+        std::fs::write(&kh, known_hosts).map_err(io(&kh))?;
+        Ok((Keys { dir: dir.to_path_buf() }, seeds))
+    }
+
+    /// The keys of a lab that exists already (no generation).
+    pub fn at(dir: &Path) -> Keys {
+        Keys { dir: dir.to_path_buf() }
+    }
+
+    pub fn identity(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+}
+
+/// Where `ssh` must jump through to reach the lab network: the libvirt host of a `qemu+ssh://` URI.
+pub fn jump_host(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    if !scheme.ends_with("+ssh") {
+        return None;
+    }
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    Some(authority.to_string())
+}
+
+/// One machine as ssh sees it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub lab: String,
+    pub machine: String,
+    pub user: String,
+    pub ip: Ipv4Addr,
+    pub jump: Option<String>,
+}
+
+impl Target {
+    pub fn new(lab: &Lab, machine: &crate::model::Machine, uri: &str) -> Target {
+        Target {
+            lab: lab.name.clone(),
+            machine: machine.name.clone(),
+            user: machine.user.clone(),
+            ip: machine.ip,
+            jump: jump_host(uri),
+        }
+    }
+
+    /// The `ssh` arguments up to and including the destination.
+    pub fn args(&self, keys: &Keys, connect_timeout: u32) -> Vec<String> {
+        let mut a = vec![
+            "-i".into(),
+            keys.identity().display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", keys.known_hosts().display()),
+            "-o".into(),
+            "GlobalKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("HostKeyAlias={}", host_alias(&self.lab, &self.machine)),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            format!("ConnectTimeout={connect_timeout}"),
+            "-o".into(),
+            "ServerAliveInterval=10".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+        ];
+        if let Some(j) = &self.jump {
+            a.push("-J".into());
+            a.push(j.clone());
+        }
+        a.push(format!("{}@{}", self.user, self.ip));
+        a
+    }
+
+    pub fn command(&self, keys: &Keys, remote: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(self.args(keys, 10)).arg("--").arg(remote);
+        c.stdin(Stdio::null()).kill_on_drop(true);
+        c
+    }
+}
+
+/// The output of a remote command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs `remote` on the machine (as the login user) with `input` on its stdin, within `limit`.
+pub async fn run(
+    t: &Target,
+    keys: &Keys,
+    remote: &str,
+    input: Option<&[u8]>,
+    limit: Duration,
+) -> Result<Output, SshError> {
+    use tokio::io::AsyncWriteExt;
+    let mut c = t.command(keys, remote);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if input.is_some() {
+        c.stdin(Stdio::piped());
+    }
+    let mut child = c.spawn().map_err(SshError::Spawn)?;
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        let data = data.to_vec();
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&data).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(out) => {
+            let out = out.map_err(SshError::Spawn)?;
+            Ok(Output {
+                code: out.status.code().unwrap_or(255),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            })
+        }
+        Err(_) => Err(SshError::Timeout {
+            machine: t.machine.clone(),
+            command: remote.chars().take(60).collect(),
+            secs: limit.as_secs(),
+        }),
+    }
+}
+
+/// Runs `remote` with the file at `path` streamed to its stdin (no copy in memory), within `limit`.
+pub async fn run_with_file(t: &Target, keys: &Keys, remote: &str, path: &Path, limit: Duration) -> Result<Output, SshError> {
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let mut c = t.command(keys, remote);
+    c.stdin(Stdio::from(file)).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().map_err(SshError::Spawn)?;
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(out) => {
+            let out = out.map_err(SshError::Spawn)?;
+            Ok(Output {
+                code: out.status.code().unwrap_or(255),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            })
+        }
+        Err(_) => Err(SshError::Timeout {
+            machine: t.machine.clone(),
+            command: remote.chars().take(60).collect(),
+            secs: limit.as_secs(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jump_host_only_for_ssh_uris() {
+        assert_eq!(jump_host("qemu:///system"), None);
+        assert_eq!(jump_host("qemu+ssh://ann@hv1/system").as_deref(), Some("ann@hv1"));
+        assert_eq!(jump_host("qemu+ssh://hv2:2222/system?keyfile=x").as_deref(), Some("hv2:2222"));
+        assert_eq!(jump_host("qemu+tcp://hv1/system"), None);
+    }
+}
