@@ -39,6 +39,10 @@ pub async fn destroy(ctx: &Context, purge_cache: bool) -> Result<()> {
             errors.push(Error::Failed(format!("cannot remove {}: {e}", dir.display())));
         }
     }
+    // The folders lab made to hold labs go too once empty, so the host is left as it was.
+    for d in [ctx.dirs.lab(&lab).parent().map(|p| p.to_path_buf()), Some(ctx.dirs.state.clone())].into_iter().flatten() {
+        let _ = std::fs::remove_dir(d);
+    }
     if purge_cache && ctx.dirs.cache.exists() {
         match std::fs::remove_dir_all(&ctx.dirs.cache) {
             Ok(()) => ctx.ui.info(&format!("removed the download cache {}", ctx.dirs.cache.display())),

@@ -33,6 +33,10 @@ pub async fn console_tail(ctx: &Context, machine: &str, lines: usize) -> String 
     }
 }
 
+/// The guest side of readiness: cloud-init writes boot-finished at the end of its last stage, and its result.
+/// Reading two files is far cheaper than `cloud-init status`, which starts Python (slow under emulation).
+const READY_PROBE: &str = "test -f /var/lib/cloud/instance/boot-finished && cat /run/cloud-init/result.json";
+
 /// Waits until the machine answers SSH and cloud-init is done, failing early when the domain stops.
 pub async fn wait_ready(ctx: &Context, t: &Target, deadline: Instant) -> Result<()> {
     let keys = ctx.keys();
@@ -47,9 +51,10 @@ pub async fn wait_ready(ctx: &Context, t: &Target, deadline: Instant) -> Result<
                 console: console_tail(ctx, &t.machine, 25).await,
             });
         }
-        match ssh::run(t, &keys, "true", None, left.min(Duration::from_secs(20))).await {
-            Ok(o) if o.code == 0 => break,
-            _ => {}
+        if let Ok(o) = ssh::run(t, &keys, READY_PROBE, None, left.min(Duration::from_secs(30))).await {
+            if o.code == 0 {
+                return cloud_init_result(&t.machine, &o.stdout_text());
+            }
         }
         let d = dom.clone();
         let state = call(&ctx.hv, move |hv| hv.domain_state(&d)).await?;
@@ -62,15 +67,34 @@ pub async fn wait_ready(ctx: &Context, t: &Target, deadline: Instant) -> Result<
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(30));
-    let out = ssh::run(t, &keys, "cloud-init status --wait >/dev/null 2>&1; rc=$?; cloud-init status --long 2>&1; exit $rc", None, left).await?;
-    // 0: done; 2: done with recoverable errors (e.g. deprecated keys, cloud-init 23.4+).
-    match out.code {
-        0 | 2 => Ok(()),
-        _ => Err(Error::CloudInit {
-            machine: t.machine.clone(),
-            detail: out.stdout_text().lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("; "),
-        }),
+}
+
+/// Reads cloud-init's result.json: `{"v1": {"errors": [...]}}`.
+fn cloud_init_result(machine: &str, json: &str) -> Result<()> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let errors: Vec<String> = v["v1"]["errors"]
+        .as_array()
+        .map(|a| a.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string)).collect())
+        .unwrap_or_default();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::CloudInit {
+            machine: machine.into(),
+            detail: errors.join("; "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cloud_init_result() {
+        assert!(cloud_init_result("m", r#"{"v1": {"datasource": "NoCloud", "errors": []}}"#).is_ok());
+        let e = cloud_init_result("m", r#"{"v1": {"errors": ["('users_groups', KeyError('x'))"]}}"#).unwrap_err();
+        assert!(e.to_string().contains("users_groups"), "{e}");
     }
 }
 

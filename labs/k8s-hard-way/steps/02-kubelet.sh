@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Lesson 2 (Module 02, Worker Node), on each worker: a standalone kubelet (no API server yet) run as
+# `kubelet --config-dir=/var/lib/kubelet/config.d/` with the drop-ins 99-cri.conf, 70-authnz.conf and
+# 50-static-pods.conf, a static pod in /etc/kubernetes/manifests, crictl with /etc/crictl.yaml, and kubeletctl.
+# Safe to run again.
+set -euo pipefail
+
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+DL=/opt/lab/downloads
+ARCH=$(dpkg --print-architecture)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+CHANGED=0
+
+# download GLOB: the one file in /opt/lab/downloads whose name matches GLOB.
+download() {
+  local found
+  found=$(compgen -G "$DL/$1" || true)
+  if [[ -z $found || $found == *$'\n'* ]]; then
+    echo "expected exactly one file matching $DL/$1 (placed by lab from the lab file's [[download]])" >&2
+    return 1
+  fi
+  printf '%s\n' "$found"
+}
+
+# put_file SRC DEST MODE: install SRC as DEST unless DEST already has that content (CHANGED=1 when it did not).
+put_file() {
+  if [[ -f $2 ]] && cmp -s "$1" "$2"; then
+    chmod "$3" "$2"
+  else
+    install -D -m "$3" "$1" "$2"
+    CHANGED=1
+  fi
+}
+
+# put DEST MODE: put_file with the content on standard input.
+put() {
+  local tmp
+  tmp=$(mktemp -p "$WORK")
+  cat >"$tmp"
+  put_file "$tmp" "$1" "$2"
+}
+
+# wait_for SECONDS WHAT SNIPPET: retry the bash SNIPPET (10 s per try) until it succeeds; fail after SECONDS.
+wait_for() {
+  local deadline=$((SECONDS + $1))
+  until timeout 10 bash -c "$3" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "timed out after $1 s waiting for $2" >&2
+      return 1
+    fi
+    sleep 2
+  done
+}
+
+# start UNIT: reload units, enable UNIT, (re)start it if anything changed or it is not running.
+start() {
+  systemctl daemon-reload
+  systemctl enable --quiet "$1"
+  if ((CHANGED)) || ! systemctl is-active --quiet "$1"; then
+    systemctl restart "$1"
+  fi
+  CHANGED=0
+}
+
+main() {
+  local f
+
+  f=$(download kubelet)
+  put_file "$f" /usr/local/bin/kubelet 0755
+
+  f=$(download "crictl-*-linux-$ARCH.tar.gz")
+  mkdir -p "$WORK/crictl"
+  tar -xzf "$f" -C "$WORK/crictl"
+  put_file "$WORK/crictl/crictl" /usr/local/bin/crictl 0755
+
+  f=$(download "kubeletctl_linux_$ARCH")
+  put_file "$f" /usr/local/bin/kubeletctl 0755
+
+  put /etc/crictl.yaml 0644 <<'YAML'
+runtime-endpoint: unix:///run/containerd/containerd.sock
+image-endpoint: unix:///run/containerd/containerd.sock
+timeout: 10
+YAML
+
+  install -d -m 0755 /var/lib/kubelet/config.d /etc/kubernetes/manifests
+
+  # Drop-ins are merged in file-name order, so 99-cri.conf has the last word.
+  put /var/lib/kubelet/config.d/99-cri.conf 0644 <<'YAML'
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+cgroupDriver: systemd
+YAML
+
+  # Without a config file the kubelet starts with its legacy defaults: anonymous requests allowed, every request
+  # authorized, read-only port 10255 open (what kubeletctl exploits). Standalone, there is no API server to ask
+  # (webhook), so the lesson turns anonymous access off and closes the read-only port.
+  put /var/lib/kubelet/config.d/70-authnz.conf 0644 <<'YAML'
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+readOnlyPort: 0
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+YAML
+
+  put /var/lib/kubelet/config.d/50-static-pods.conf 0644 <<'YAML'
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: /etc/kubernetes/manifests
+YAML
+
+  # There is no pod network until the Network lesson, so the static pod uses the host's network.
+  put /etc/kubernetes/manifests/nginx.yaml 0644 <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nginx
+  labels:
+    app: nginx
+spec:
+  hostNetwork: true
+  containers:
+    - name: nginx
+      image: docker.io/library/nginx:1.27
+      ports:
+        - containerPort: 80
+YAML
+
+  put /etc/systemd/system/kubelet.service 0644 <<'UNIT'
+[Unit]
+Description=Kubernetes kubelet
+Documentation=https://kubernetes.io/docs/reference/command-line-tools-reference/kubelet/
+After=containerd.service
+Wants=containerd.service
+
+[Service]
+ExecStart=/usr/local/bin/kubelet --config-dir=/var/lib/kubelet/config.d/
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  start kubelet
+
+  wait_for 120 "the kubelet's health endpoint" 'curl -fsS http://127.0.0.1:10248/healthz'
+  # The first start pulls the pause and nginx images.
+  wait_for 300 "the static pod to run" \
+    'crictl pods --name "^nginx-" --state ready -q | grep -q . && crictl ps --name "^nginx$" --state running -q | grep -q .'
+}
+
+main "$@" </dev/null

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Lesson 7 (Module 04, Cluster), control-plane part: the API server gets a client certificate for talking to
+# kubelets (apiserver-kubelet-client, O=system:masters), bootstrap token authentication, the Node authorizer and
+# the NodeRestriction admission plugin; a bootstrap token secret in kube-system; the three ClusterRoleBindings of
+# TLS bootstrapping; and /etc/kubernetes/bootstrap-kubelet.conf for the workers. Safe to run again.
+set -euo pipefail
+
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+DL=/opt/lab/downloads
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+CHANGED=0
+
+# download GLOB: the one file in /opt/lab/downloads whose name matches GLOB.
+download() {
+  local found
+  found=$(compgen -G "$DL/$1" || true)
+  if [[ -z $found || $found == *$'\n'* ]]; then
+    echo "expected exactly one file matching $DL/$1 (placed by lab from the lab file's [[download]])" >&2
+    return 1
+  fi
+  printf '%s\n' "$found"
+}
+
+# put_file SRC DEST MODE: install SRC as DEST unless DEST already has that content (CHANGED=1 when it did not).
+put_file() {
+  if [[ -f $2 ]] && cmp -s "$1" "$2"; then
+    chmod "$3" "$2"
+  else
+    install -D -m "$3" "$1" "$2"
+    CHANGED=1
+  fi
+}
+
+# put DEST MODE: put_file with the content on standard input.
+put() {
+  local tmp
+  tmp=$(mktemp -p "$WORK")
+  cat >"$tmp"
+  put_file "$tmp" "$1" "$2"
+}
+
+# wait_for SECONDS WHAT SNIPPET: retry the bash SNIPPET (10 s per try) until it succeeds; fail after SECONDS.
+wait_for() {
+  local deadline=$((SECONDS + $1))
+  until timeout 10 bash -c "$3" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "timed out after $1 s waiting for $2" >&2
+      return 1
+    fi
+    sleep 2
+  done
+}
+
+# start UNIT: reload units, enable UNIT, (re)start it if anything changed or it is not running.
+start() {
+  systemctl daemon-reload
+  systemctl enable --quiet "$1"
+  if ((CHANGED)) || ! systemctl is-active --quiet "$1"; then
+    systemctl restart "$1"
+  fi
+  CHANGED=0
+}
+
+# make_ca DIR CN: DIR/ca.crt and DIR/ca.key, a self-signed CA; an existing one is kept.
+make_ca() {
+  local dir=$1 cn=$2
+  if [[ -s $dir/ca.crt && -s $dir/ca.key ]]; then return 0; fi
+  install -d -m 0755 "$dir"
+  (umask 077 && openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/ca.key")
+  openssl req -x509 -new -sha256 -days 3650 -key "$dir/ca.key" -subj "/CN=$cn" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -out "$dir/ca.crt"
+}
+
+# make_cert DIR NAME SUBJECT EXTENDED-KEY-USAGE [SANS]: DIR/NAME.crt and DIR/NAME.key signed by DIR/ca;
+# an existing pair is kept.
+make_cert() {
+  local dir=$1 name=$2 subject=$3 eku=$4 sans=${5:-} ext
+  if [[ -s $dir/$name.crt && -s $dir/$name.key ]]; then return 0; fi
+  (umask 077 && openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/$name.key")
+  ext=$(mktemp -p "$WORK")
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=$eku" >"$ext"
+  if [[ -n $sans ]]; then printf 'subjectAltName=%s\n' "$sans" >>"$ext"; fi
+  openssl req -new -key "$dir/$name.key" -subj "$subject" |
+    openssl x509 -req -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
+      -days 3650 -sha256 -extfile "$ext" -out "$dir/$name.crt"
+}
+
+# write_kubeconfig DEST USER CERT KEY: a kubeconfig for https://control-plane:6443 with the CA and the client
+# certificate embedded, written to DEST (mode 0600) when its content changed.
+write_kubeconfig() {
+  local tmp="$WORK/kubeconfig.$2"
+  rm -f "$tmp"
+  kubectl config set-cluster kubernetes --server=https://control-plane:6443 \
+    --certificate-authority=/etc/kubernetes/pki/ca.crt --embed-certs=true --kubeconfig="$tmp" >/dev/null
+  kubectl config set-credentials "$2" --client-certificate="$3" --client-key="$4" --embed-certs=true \
+    --kubeconfig="$tmp" >/dev/null
+  kubectl config set-context default --cluster=kubernetes --user="$2" --kubeconfig="$tmp" >/dev/null
+  kubectl config use-context default --kubeconfig="$tmp" >/dev/null
+  put_file "$tmp" "$1" 0600
+}
+
+main() {
+  local pki=/etc/kubernetes/pki token id secret
+  export KUBECONFIG=/etc/kubernetes/admin.conf
+
+  make_cert "$pki" apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
+
+  put /etc/systemd/system/kube-apiserver.service 0644 <<'UNIT'
+[Unit]
+Description=Kubernetes API server
+Documentation=https://kubernetes.io/docs/reference/command-line-tools-reference/kube-apiserver/
+After=network-online.target etcd.service
+Wants=network-online.target etcd.service
+
+[Service]
+ExecStart=/usr/local/bin/kube-apiserver \
+  --advertise-address=172.16.0.2 \
+  --allow-privileged=true \
+  --authorization-mode=Node,RBAC \
+  --enable-admission-plugins=NodeRestriction \
+  --enable-bootstrap-token-auth=true \
+  --client-ca-file=/etc/kubernetes/pki/ca.crt \
+  --etcd-servers=https://127.0.0.1:2379 \
+  --etcd-cafile=/etc/etcd/pki/ca.crt \
+  --etcd-certfile=/etc/etcd/pki/client.crt \
+  --etcd-keyfile=/etc/etcd/pki/client.key \
+  --kubelet-client-certificate=/etc/kubernetes/pki/apiserver-kubelet-client.crt \
+  --kubelet-client-key=/etc/kubernetes/pki/apiserver-kubelet-client.key \
+  --secure-port=6443 \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file=/etc/kubernetes/pki/sa.pub \
+  --service-account-signing-key-file=/etc/kubernetes/pki/sa.key \
+  --service-cluster-ip-range=10.96.0.0/12 \
+  --tls-cert-file=/etc/kubernetes/pki/apiserver.crt \
+  --tls-private-key-file=/etc/kubernetes/pki/apiserver.key \
+  --token-auth-file=/etc/kubernetes/tokens.csv
+Restart=on-failure
+RestartSec=5
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  start kube-apiserver
+  wait_for 120 "the API server to be ready" 'kubectl get --raw=/readyz'
+
+  # The bootstrap token: [a-z0-9]{6}.[a-z0-9]{16}, made once and kept in /etc/kubernetes/bootstrap-token.
+  if [[ ! -s /etc/kubernetes/bootstrap-token ]]; then
+    (umask 077 && printf '%s.%s\n' "$(openssl rand -hex 3)" "$(openssl rand -hex 8)" >/etc/kubernetes/bootstrap-token)
+  fi
+  token=$(</etc/kubernetes/bootstrap-token)
+  id=${token%%.*}
+  secret=${token#*.}
+
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Secret
+metadata:
+  name: bootstrap-token-$id
+  namespace: kube-system
+type: bootstrap.kubernetes.io/token
+stringData:
+  description: "Bootstrap token for the workers' kubelets"
+  token-id: "$id"
+  token-secret: "$secret"
+  usage-bootstrap-authentication: "true"
+  usage-bootstrap-signing: "true"
+---
+# Bootstrapping kubelets (group system:bootstrappers) may create certificate signing requests.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: create-csrs-for-bootstrapping
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:node-bootstrapper
+subjects:
+  - apiGroup: rbac.authorization.k8s.io
+    kind: Group
+    name: system:bootstrappers
+---
+# The controller manager approves their first client certificate by itself.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: auto-approve-csrs-for-group
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:certificates.k8s.io:certificatesigningrequests:nodeclient
+subjects:
+  - apiGroup: rbac.authorization.k8s.io
+    kind: Group
+    name: system:bootstrappers
+---
+# ... and the renewals of nodes' own client certificates.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: auto-approve-renewals-for-nodes
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:certificates.k8s.io:certificatesigningrequests:selfnodeclient
+subjects:
+  - apiGroup: rbac.authorization.k8s.io
+    kind: Group
+    name: system:nodes
+YAML
+
+  # The workers' bootstrap kubeconfig; lab copies it (and ca.crt) to the workers.
+  local tmp="$WORK/bootstrap-kubelet.conf"
+  kubectl config set-cluster kubernetes --server=https://control-plane:6443 \
+    --certificate-authority="$pki/ca.crt" --embed-certs=true --kubeconfig="$tmp" >/dev/null
+  kubectl config set-credentials kubelet-bootstrap --token="$token" --kubeconfig="$tmp" >/dev/null
+  kubectl config set-context default --cluster=kubernetes --user=kubelet-bootstrap --kubeconfig="$tmp" >/dev/null
+  kubectl config use-context default --kubeconfig="$tmp" >/dev/null
+  put_file "$tmp" /etc/kubernetes/bootstrap-kubelet.conf 0600
+}
+
+main "$@" </dev/null
