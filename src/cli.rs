@@ -247,8 +247,8 @@ async fn run(args: Args) -> Result<i32, Failure> {
                 return Ok(EXIT_FAILURE);
             }
             let lock = LabLock::acquire(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600))?;
-            orch::destroy(&ctx, *purge_cache).await.map_err(Failure::from)?;
             lock.remove_file();
+            orch::destroy(&ctx, *purge_cache).await.map_err(Failure::from)?;
             ctx.ui.info(&format!("lab `{}` destroyed", ctx.lab.name));
             Ok(EXIT_OK)
         }

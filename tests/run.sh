@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: every test, end-to-end ones included, one at a time (they share one libvirtd and two cores).
+# Needs root, a running libvirtd (qemu:///system) and the packages .ci/run installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Build (or reuse) the test cloud image first, outside any test's time limit; it is cached outside the checkout.
+bash tests/image/build.sh >/dev/null
+LAB_E2E=1 cargo test --all-targets -- --test-threads=1 "$@"
