@@ -49,6 +49,42 @@ pub enum Command {
         /// Keep what a failed first `up` made, for inspection.
         #[arg(long)]
         keep_on_failure: bool,
+        /// Then restore (building it if needed) this checkpoint.
+        #[arg(long, value_name = "CHECKPOINT")]
+        at: Option<String>,
+    },
+    /// Save the whole lab (all machines at the same instant) as a named checkpoint.
+    Snapshot {
+        name: String,
+        /// Disks only (machines boot when restored) instead of disks and memory.
+        #[arg(long)]
+        disk_only: bool,
+        /// Replace an existing checkpoint of that name.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Return every machine to a checkpoint; a lab-file checkpoint that is not built is built first.
+    Restore {
+        name: String,
+        /// Fail instead of building a missing or stale lab-file checkpoint.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// The checkpoints: built, defined in the lab file, stale, current.
+    Checkpoints {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage checkpoints.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+    /// Run a checkpoint's declared checks against the running lab (default: the current checkpoint).
+    Check {
+        checkpoint: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Each machine's state and address, and the lab's current checkpoint.
     Status {
@@ -72,10 +108,32 @@ pub enum Command {
     },
     /// Download everything the lab needs into the cache (for offline use).
     Fetch,
+    /// Write the download cache as a mirror folder (DIR/<host>/<path>) to serve to a classroom.
+    Mirror {
+        #[command(subcommand)]
+        command: MirrorCommand,
+    },
     /// The lab file as lab reads it, after defaults (no libvirt needed).
     Validate {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// Export every cached file.
+    Export { dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Remove a checkpoint's files.
+    Rm {
+        name: String,
+        /// Also remove the checkpoints built on it.
+        #[arg(long)]
+        recursive: bool,
     },
 }
 
@@ -201,7 +259,14 @@ async fn run(args: Args) -> Result<i32, Failure> {
             ui.info(&format!("{} file(s) in the cache {}", got.len(), dirs.cache.display()));
             Ok(EXIT_OK)
         }
-        Command::Up { keep_on_failure } => {
+        Command::Mirror { command: MirrorCommand::Export { dir } } => {
+            let dirs = Dirs::from_env()?;
+            let cache = crate::download::Cache::new(dirs.cache.clone());
+            let files = crate::download::export_mirror(&cache, dir).map_err(|e| Failure::from(orch::Error::from(e)))?;
+            ui.info(&format!("{} file(s) written below {}; serve it and pass --mirror URL", files.len(), dir.display()));
+            Ok(EXIT_OK)
+        }
+        Command::Up { keep_on_failure, at } => {
             let hv = connect(&args.connect)?;
             let ctx = context(&args, lab, hv, ui)?;
             let _lock = LabLock::acquire(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600))?;
@@ -218,8 +283,65 @@ async fn run(args: Args) -> Result<i32, Failure> {
                 }
                 r => r.map_err(Failure::from)?,
             }
+            if let Some(at) = at {
+                interruptible(orch::restore(&ctx, at, false)).await.map_err(Failure::from)?;
+            }
             ctx.ui.info(&format!("lab `{}` is up: `lab ssh {}` logs in", ctx.lab.name, ctx.lab.machines[0].name));
             Ok(EXIT_OK)
+        }
+        Command::Snapshot { name, disk_only, force } => {
+            if !model::is_checkpoint_name(name) {
+                return Err(Failure {
+                    message: format!("`{name}` is not a checkpoint name"),
+                    hint: Some("use [a-z0-9][a-z0-9._-]{0,62}".into()),
+                    code: EXIT_USAGE,
+                });
+            }
+            let (ctx, _lock) = locked(&args, lab, ui)?;
+            interruptible(orch::checkpoints::snapshot(&ctx, name, *disk_only, *force, None)).await.map_err(Failure::from)?;
+            Ok(EXIT_OK)
+        }
+        Command::Restore { name, no_build } => {
+            let (ctx, _lock) = locked(&args, lab, ui)?;
+            interruptible(orch::restore(&ctx, name, *no_build)).await.map_err(Failure::from)?;
+            Ok(EXIT_OK)
+        }
+        Command::Checkpoints { json } => {
+            let hv = connect(&args.connect)?;
+            let ctx = context(&args, lab, hv, ui)?;
+            let list = orch::checkpoints::list(&ctx).await.map_err(Failure::from)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
+            } else {
+                print_checkpoints(&list);
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Checkpoint { command: CheckpointCommand::Rm { name, recursive } } => {
+            let (ctx, _lock) = locked(&args, lab, ui)?;
+            let gone = orch::checkpoints::remove(&ctx, name, *recursive).await.map_err(Failure::from)?;
+            ctx.ui.info(&format!("removed checkpoint(s): {}", gone.join(", ")));
+            Ok(EXIT_OK)
+        }
+        Command::Check { checkpoint, json } => {
+            let (ctx, _lock) = locked(&args, lab, ui)?;
+            let results = orch::check(&ctx, checkpoint.as_deref()).await.map_err(Failure::from)?;
+            let failed = results.iter().filter(|r| !r.passed).count();
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&results).expect("serializes"));
+            } else {
+                println!("{:<44} {:<16} RESULT", "CHECK", "MACHINE");
+                for r in &results {
+                    println!("{:<44} {:<16} {}", r.check, r.machine, if r.passed { "pass" } else { "FAIL" });
+                    if !r.passed && !r.output.is_empty() {
+                        for l in r.output.lines().take(5) {
+                            println!("    {l}");
+                        }
+                    }
+                }
+                println!("{} passed, {} failed", results.len() - failed, failed);
+            }
+            Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILURE })
         }
         Command::Status { json } => {
             let hv = connect(&args.connect)?;
@@ -253,6 +375,40 @@ async fn run(args: Args) -> Result<i32, Failure> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// A context for a command that changes the lab, with the lab's lock held.
+fn locked(args: &Args, lab: Lab, ui: Arc<Ui>) -> Result<(Context, LabLock), Failure> {
+    let hv = connect(&args.connect)?;
+    let ctx = context(args, lab, hv, ui)?;
+    let lock = LabLock::acquire(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600))?;
+    Ok((ctx, lock))
+}
+
+fn print_checkpoints(list: &[orch::checkpoints::Listed]) {
+    println!("{:<26} {:<22} {:<21} {:>10} {:<7} {:<7}", "CHECKPOINT", "PARENT", "CREATED", "SIZE", "MEMORY", "STATE");
+    for c in list {
+        let state = match (c.built, c.stale) {
+            (false, _) => "not built",
+            (true, true) => "stale",
+            (true, false) => "built",
+        };
+        let mut name = c.name.clone();
+        if c.current {
+            name.push_str(" *");
+        }
+        println!(
+            "{:<26} {:<22} {:<21} {:>10} {:<7} {}{}",
+            name,
+            c.parent.as_deref().unwrap_or("-"),
+            c.created.as_deref().unwrap_or("-"),
+            if c.built { model::format_size(c.size) } else { "-".into() },
+            if c.memory { "yes" } else { "no" },
+            state,
+            if c.aliases.is_empty() { String::new() } else { format!(" (also: {})", c.aliases.join(", ")) }
+        );
+    }
+    println!("* = the machines run on this checkpoint");
 }
 
 fn confirm(question: &str) -> Result<bool, Failure> {

@@ -1,7 +1,14 @@
-//! Whole-lab checkpoints: records of what each checkpoint holds, and building the lab-file checkpoints' keys.
+//! Whole-lab checkpoints as data: the record of what a built checkpoint holds, and the build key that says
+//! whether a checkpoint defined in the lab file is still what the file describes. The operations live in
+//! `orchestrator::checkpoints`.
 
+use crate::model::{Checkpoint, Lab, StepAction, BASE};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+
+/// The automatic disk-only checkpoint `restore` keeps of the state it replaces.
+pub const UNDO: &str = "undo";
 
 /// One built checkpoint, as kept in the lab's state file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,4 +30,97 @@ pub struct Record {
 pub struct MachineRecord {
     pub layer: String,
     pub memory: Option<String>,
+}
+
+fn hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The key of `base`: the machines, their images and the downloads placed in them.
+pub fn base_key(lab: &Lab) -> String {
+    let mut parts = Vec::new();
+    for m in &lab.machines {
+        let img = lab.image(&m.image);
+        parts.push(format!("{}|{}|{}|{}|{}|{}|{}", m.name, m.ip, m.cpus, m.memory, m.disk, m.user, img.url));
+    }
+    for d in &lab.downloads {
+        parts.push(format!("{}|{}|{:?}|{}|{}|{:o}", d.name, d.url, d.checksum, d.machines.join(","), d.dest_path, d.mode));
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    hash(&refs)
+}
+
+/// The key of a lab-file checkpoint: its parent's key and the text of its steps (scripts included).
+pub fn key(lab: &Lab, c: &Checkpoint) -> String {
+    let parent = if c.after == BASE {
+        base_key(lab)
+    } else {
+        key(lab, lab.checkpoint(&c.after).expect("validated parent"))
+    };
+    let mut parts = vec![parent];
+    for s in &c.steps {
+        parts.push(s.machines.join(","));
+        parts.push(match &s.action {
+            StepAction::Script { path, text } => format!("script {path}\n{text}"),
+            StepAction::Run(r) => format!("run {r}"),
+            StepAction::Copy(cs) => cs
+                .iter()
+                .map(|c| format!("copy {}:{} {} {:o}", c.from_machine, c.from_path, c.to_path, c.mode))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        });
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    hash(&refs)
+}
+
+/// Whether a built record is stale: it was built from the lab file and the file now describes it differently.
+pub fn is_stale(lab: &Lab, r: &Record) -> bool {
+    let Some(built) = &r.key else { return false };
+    if r.name == BASE {
+        return *built != base_key(lab);
+    }
+    match lab.checkpoint(&r.name) {
+        Some(c) => *built != key(lab, c),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{load_str, Source};
+
+    const LAB: &str = "name = \"k\"\n[network]\nsubnet = \"10.9.0.0/24\"\n[[machine]]\nname = \"a\"\nip = \"10.9.0.5\"\n\
+        [[checkpoint]]\nname = \"one\"\n[[checkpoint.step]]\nrun = \"touch /one\"\n\
+        [[checkpoint]]\nname = \"two\"\naliases = [\"module-done\"]\n[[checkpoint.step]]\nrun = \"touch /two\"\n";
+
+    fn lab(text: &str) -> Lab {
+        load_str(Source::File("lab.toml".into()), text).unwrap()
+    }
+
+    #[test]
+    fn chain_and_aliases_resolve() {
+        let l = lab(LAB);
+        let chain: Vec<&str> = l.checkpoint_chain("module-done").unwrap().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(chain, ["one", "two"]);
+        assert_eq!(l.checkpoint("module-done").unwrap().name, "two");
+    }
+
+    #[test]
+    fn editing_a_step_changes_its_key_and_its_childrens() {
+        let a = lab(LAB);
+        let b = lab(&LAB.replace("touch /one", "touch /uno"));
+        let c = lab(&LAB.replace("touch /two", "touch /dos"));
+        let k = |l: &Lab, n: &str| key(l, l.checkpoint(n).unwrap());
+        assert_ne!(k(&a, "one"), k(&b, "one"));
+        assert_ne!(k(&a, "two"), k(&b, "two"), "a child of an edited checkpoint is stale too");
+        assert_eq!(k(&a, "one"), k(&c, "one"), "a parent is not affected by its child");
+        assert_ne!(k(&a, "two"), k(&c, "two"));
+    }
 }

@@ -1,34 +1,188 @@
-//! TEMPORARY minimal download manager, replaced by the full one before landing.
-use crate::model::Checksum;
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+//! The download manager: fetches images and files named in a lab file into a
+//! verified, content-addressed cache shared by every `lab` process.
+//!
+//! - Streaming downloads (reqwest), hashed while they stream (sha256, plus
+//!   sha512 when the expected sum is one), at most [`Options::parallel`] at once.
+//! - Retries with exponential backoff on time-outs, connection errors and 5xx
+//!   (not on 4xx); a cut connection resumes with `Range: bytes=N-` and keeps
+//!   the running hash; a server that ignores Range restarts cleanly.
+//! - A cache hit makes no network request at all, not even for a checksum file.
+//! - Per-entry lock files, unique temp names and rename-after-verify keep a
+//!   cache filled by several processes intact.
+//! - Mirrors: [`mirror_url`] rewrites every upstream URL; [`export_mirror`]
+//!   writes the matching static tree from the cache.
+//!
+//! See [`cache`] for the on-disk layout.
 
-pub struct Item { pub name: String, pub url: String, pub checksum: Checksum }
+pub mod cache;
+pub mod checksum;
+mod error;
+mod fetch;
+mod mirror;
+mod sink;
+mod transfer;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+
+pub use cache::Cache;
+pub use error::{Error, Missing};
+pub use mirror::{export_mirror, mirror_url};
+
+use crate::model::Checksum;
+
+/// Temp files older than this were left by a killed process.
+const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
+
+/// One file to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// Name shown in progress and errors (the image or download name).
+    pub name: String,
+    /// Upstream URL: `https://`, `http://` or `file://`.
+    pub url: String,
+    /// How to verify the content.
+    pub checksum: Checksum,
+}
+
+/// A verified file in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The item's name.
+    pub name: String,
+    /// The item's upstream URL.
+    pub url: String,
+    /// The verified blob in the cache (read it; do not modify it).
+    pub path: PathBuf,
+    /// Its sha256, lowercase hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// How to fetch.
 #[derive(Debug, Clone)]
-pub struct Fetched { pub name: String, pub url: String, pub path: PathBuf, pub sha256: String, pub size: u64 }
-#[derive(Debug, Clone)]
-pub struct Options { pub offline: bool, pub mirror: Option<String>, pub parallel: usize, pub retries: u32, pub timeout: std::time::Duration }
-impl Default for Options { fn default() -> Self { Options { offline: false, mirror: None, parallel: 4, retries: 4, timeout: std::time::Duration::from_secs(30) } } }
-pub trait Reporter: Send + Sync { fn start(&self, name: &str, total: Option<u64>); fn advance(&self, name: &str, bytes: u64); fn finish(&self, name: &str, cached: bool); fn message(&self, text: &str); }
-pub struct Cache { root: PathBuf }
-impl Cache { pub fn new(root: PathBuf) -> Self { Cache { root } } pub fn root(&self) -> &Path { &self.root } }
-#[derive(Debug, thiserror::Error)]
-pub enum Error { #[error("{name} ({url}): {message}")] Failed { name: String, url: String, message: String } }
-impl Error { pub fn hint(&self) -> Option<String> { None } }
-pub async fn fetch_all(cache: &Cache, items: &[Item], _opts: &Options, reporter: &dyn Reporter) -> Result<Vec<Fetched>, Error> {
-    let mut out = Vec::new();
-    for it in items {
-        let fail = |m: String| Error::Failed { name: it.name.clone(), url: it.url.clone(), message: m };
-        reporter.start(&it.name, None);
-        let bytes = if let Some(p) = it.url.strip_prefix("file://") { std::fs::read(p).map_err(|e| fail(e.to_string()))? } else {
-            reqwest::get(&it.url).await.map_err(|e| fail(e.to_string()))?.error_for_status().map_err(|e| fail(e.to_string()))?.bytes().await.map_err(|e| fail(e.to_string()))?.to_vec() };
-        let sha = hex::encode(Sha256::digest(&bytes));
-        if let Checksum::Sha256(want) = &it.checksum { if *want != sha { return Err(fail(format!("checksum mismatch: expected {want}, got {sha}"))); } }
-        let path = cache.root.join("blobs-tmp").join(&sha);
-        std::fs::create_dir_all(path.parent().unwrap()).map_err(|e| fail(e.to_string()))?;
-        std::fs::write(&path, &bytes).map_err(|e| fail(e.to_string()))?;
-        reporter.finish(&it.name, false);
-        out.push(Fetched { name: it.name.clone(), url: it.url.clone(), path, sha256: sha, size: bytes.len() as u64 });
+pub struct Options {
+    /// Use only the cache; fail listing every missing item.
+    pub offline: bool,
+    /// Base URL of a mirror (see [`mirror_url`]); every HTTP(S) URL goes through it.
+    pub mirror: Option<String>,
+    /// Downloads at once (at least 1). Default 4.
+    pub parallel: usize,
+    /// Tries after the first failure, per file. Default 4.
+    pub retries: u32,
+    /// Longest wait for a connection or for the next bytes. Default 30 s.
+    pub timeout: Duration,
+    /// Pause before the first retry, doubled each time (capped at 30 s). Default 500 ms.
+    pub backoff: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            offline: false,
+            mirror: None,
+            parallel: 4,
+            retries: 4,
+            timeout: Duration::from_secs(30),
+            backoff: Duration::from_millis(500),
+        }
     }
-    Ok(out)
+}
+
+/// Receives progress; called from the fetching task, so keep it cheap.
+pub trait Reporter: Send + Sync {
+    /// A file begins (`total` when known); called once per item, cached or not.
+    fn start(&self, name: &str, total: Option<u64>);
+    /// Bytes received so far for `name` (absolute; may go back to 0 when a
+    /// server ignores Range). Called at most every 64 KiB or so.
+    fn advance(&self, name: &str, bytes: u64);
+    /// The file is verified and in the cache (`cached`: no download was needed).
+    fn finish(&self, name: &str, cached: bool);
+    /// A notice: a retry, a restart.
+    fn message(&self, text: &str);
+}
+
+/// A [`Reporter`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReport;
+
+impl Reporter for NoReport {
+    fn start(&self, _: &str, _: Option<u64>) {}
+    fn advance(&self, _: &str, _: u64) {}
+    fn finish(&self, _: &str, _: bool) {}
+    fn message(&self, _: &str) {}
+}
+
+/// Fetches every item (at most `opts.parallel` at once) and returns their
+/// cached files in the order of `items`.
+///
+/// Offline, fails with one [`Error::Offline`] listing every item not cached.
+/// Online, every item is attempted; the first error in item order is
+/// returned and the others are passed to [`Reporter::message`].
+pub async fn fetch_all(
+    cache: &Cache,
+    items: &[Item],
+    opts: &Options,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Fetched>, Error> {
+    let parallel = opts.parallel.max(1);
+    if opts.offline {
+        return offline(cache, items, parallel, reporter).await;
+    }
+    let stale = cache.clone();
+    fetch::blocking(move || stale.clean_temps(STALE_TEMP)).await;
+    let fetcher = fetch::Fetcher::new(cache, opts, reporter);
+    // Futures collected first: a closure in the stream's type would make the
+    // whole future fail to be `Send` (rust-lang/rust#102211).
+    let jobs: Vec<_> = items.iter().map(|item| fetcher.item(item)).collect();
+    let results: Vec<_> = stream::iter(jobs).buffered(parallel).collect().await;
+    let mut first = None;
+    let mut out = Vec::with_capacity(items.len());
+    for result in results {
+        match result {
+            Ok(f) => out.push(f),
+            Err(e) if first.is_none() => first = Some(e),
+            Err(e) => reporter.message(&e.to_string()),
+        }
+    }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+async fn offline(
+    cache: &Cache,
+    items: &[Item],
+    parallel: usize,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Fetched>, Error> {
+    let jobs: Vec<_> = items
+        .iter()
+        .map(|item| fetch::lookup(cache, item))
+        .collect();
+    let found: Vec<_> = stream::iter(jobs).buffered(parallel).collect().await;
+    let missing: Vec<_> = items
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(i, _)| Missing {
+            name: i.name.clone(),
+            url: i.url.clone(),
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Offline { missing });
+    }
+    Ok(found
+        .into_iter()
+        .flatten()
+        .inspect(|f| {
+            reporter.start(&f.name, Some(f.size));
+            reporter.finish(&f.name, true);
+        })
+        .collect())
 }

@@ -139,8 +139,8 @@ pub trait Hypervisor: Send + Sync {
     fn remove_domain(&self, name: &str) -> Result<bool>;
     fn suspend_domain(&self, name: &str) -> Result<()>;
     fn resume_domain(&self, name: &str) -> Result<()>;
-    /// An external snapshot (disk, and memory when the XML asks) that libvirt keeps no record of.
-    fn external_snapshot(&self, name: &str, snapshot_xml: &str) -> Result<()>;
+    /// An external snapshot (disk, and memory unless `disk_only`) that libvirt keeps no record of.
+    fn external_snapshot(&self, name: &str, snapshot_xml: &str, disk_only: bool) -> Result<()>;
     /// Starts a domain from a memory file written by an external snapshot, with `xml` as its definition.
     fn restore_memory(&self, memory_file: &str, xml: &str, paused: bool) -> Result<()>;
 }

@@ -398,8 +398,11 @@ impl Hypervisor for VirtHost {
         self.domain(name)?.resume().map(|_| ()).map_err(wrap("resume domain", name))
     }
 
-    fn external_snapshot(&self, name: &str, snapshot_xml: &str) -> Result<()> {
-        let flags = sys::VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA | sys::VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
+    fn external_snapshot(&self, name: &str, snapshot_xml: &str, disk_only: bool) -> Result<()> {
+        let mut flags = sys::VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA | sys::VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
+        if disk_only {
+            flags |= sys::VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
+        }
         self.domain(name)?
             .create_snapshot_xml(snapshot_xml, flags)
             .map(|_| ())

@@ -64,7 +64,8 @@ pub struct ImageFile {
     pub sha256: Option<Spanned<String>>,
     pub checksum_url: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
-    /// Only in the embedded catalog: a human description.
+    /// Only in the embedded catalog: a human description (documentation; lab does not use it).
+    #[allow(dead_code)]
     pub description: Option<String>,
 }
 

@@ -98,8 +98,38 @@ mod tests {
     }
 }
 
-/// Runs a shell script as root on a machine, with `input` as the script text (bash -s).
-pub async fn run_root(ctx: &Context, machine: &str, script: &str, limit: Duration) -> Result<ssh::Output> {
+/// Runs a script as root on a machine, streaming its output line by line with the machine's name in front.
+/// Returns the script's exit code.
+pub async fn run_root_streaming(ctx: &Context, machine: &str, script: &str, limit: Duration) -> Result<i32> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let t = ctx.target(machine)?;
-    Ok(ssh::run(&t, &ctx.keys(), "sudo -n bash -s", Some(script.as_bytes()), limit).await?)
+    let mut c = t.command(&ctx.keys(), "sudo -n bash -s");
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().map_err(ssh::SshError::Spawn)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let text = script.as_bytes().to_vec();
+    tokio::spawn(async move {
+        let _ = stdin.write_all(&text).await;
+        let _ = stdin.shutdown().await;
+    });
+    let pump = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        let ui = ctx.ui.clone();
+        let who = machine.to_string();
+        async move {
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                ui.info(&format!("{who} | {l}"));
+            }
+        }
+    };
+    let out = pump(Box::new(child.stdout.take().expect("piped")));
+    let err = pump(Box::new(child.stderr.take().expect("piped")));
+    let run = async {
+        let (_, _, status) = tokio::join!(out, err, child.wait());
+        status
+    };
+    match tokio::time::timeout(limit, run).await {
+        Ok(status) => Ok(status.map_err(ssh::SshError::Spawn)?.code().unwrap_or(255)),
+        Err(_) => Err(ssh::SshError::Timeout { machine: machine.into(), command: "step".into(), secs: limit.as_secs() }.into()),
+    }
 }

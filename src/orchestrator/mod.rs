@@ -1,11 +1,14 @@
 //! Orchestration: plans each command, runs the machines in parallel (one task each, libvirt calls on the blocking
 //! pool), and records what it made. `up`, `status`, `destroy` and the checkpoint commands live in their own files.
 
+mod build;
+pub mod checkpoints;
 mod destroy;
 mod guest;
 mod placement;
 pub mod up;
 
+pub use build::{check, restore, CheckResult};
 pub use destroy::destroy;
 pub use guest::{console_tail, wait_ready};
 pub use up::{up, UpOptions};

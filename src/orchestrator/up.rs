@@ -6,7 +6,7 @@ use super::guest::{boot_timeout, wait_ready};
 use super::{destroy, owned_by, Context, Error, Result};
 use crate::download::{self, Fetched, Item};
 use crate::libvirt::{call, DomainState};
-use crate::model::{Checksum, Lab, Machine};
+use crate::model::{Checksum, Lab, Machine, BASE};
 use crate::render::cloud_init::{self, SeedKeys};
 use crate::render::xml::{self, Accel, MachinePaths};
 use crate::render::names;
@@ -152,10 +152,11 @@ async fn up_inner(ctx: &Context, opts: &UpOptions, existed: Option<State>) -> Re
     // 7. The downloads, in every machine that needs them.
     placement::place_all(ctx, &keys, &by_name).await?;
 
-    if state.current.is_none() {
-        state.current = Some(crate::model::BASE.into());
-    }
     ctx.save(&state)?;
+    // `base`: the lab right after `up`, so any lesson can be rebuilt and the lab reset.
+    if !state.checkpoints.contains_key(BASE) {
+        super::checkpoints::snapshot(ctx, BASE, false, false, Some(crate::checkpoint::base_key(lab))).await?;
+    }
     Ok(())
 }
 

@@ -193,9 +193,18 @@ host=$(gssh hostname)
 addrs=$(gssh ip -o addr show)
 grep -q '^[0-9]*: eth0 *inet 10\.0\.2\.15/24' <<<"$addrs" ||
     die "eth0 lacks 10.0.2.15/24: $addrs"
-gssh sudo -n true || die "passwordless sudo failed"
+sudo_err=$(gssh sudo -n true 2>&1) || die "passwordless sudo failed: $sudo_err"
+[[ -z "$sudo_err" ]] || die "sudo complained: $sudo_err"
+# restrict=on makes QEMU's DHCP server hand out neither router nor DNS, so
+# only the static config can prove DNS settings reach resolv.conf.
+if [[ $net_mode == static ]]; then
+    gssh cat /etc/resolv.conf | grep -q '^nameserver 10\.0\.2\.3$' ||
+        die "resolv.conf lacks nameserver 10.0.2.3"
+fi
+warnings=$(gssh "grep -cE 'WARNING|Traceback' /var/log/cloud-init.log" || true)
+log "cloud-init.log: ${warnings:-?} WARNING/Traceback lines"
 grep -q LAB-SEED-OK "$work/console.log" || die "runcmd marker missing on console"
-log "cloud-init $(gssh cloud-init --version 2>&1 | tr -d '\n'); hostname $host; eth0 up; sudo ok"
+log "$(gssh cloud-init --version 2>&1 | tr -d '\n'); hostname $host; eth0 up; sudo ok"
 
 gssh sudo -n poweroff >/dev/null 2>&1 || true
 for _ in $(seq 1 30); do

@@ -1,0 +1,332 @@
+//! Moving bytes from a URL into a new file through a hashing [`Sink`]:
+//! HTTP(S) with time-outs, retries with backoff and Range resumption;
+//! `file://` by copying.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::{Response, StatusCode};
+use tokio::io::AsyncReadExt;
+use tokio::time::timeout;
+
+use super::checksum::{percent_decode, Digests};
+use super::sink::Sink;
+use super::{Error, Options, Reporter};
+
+/// Report progress after at least this many new bytes.
+const REPORT_EVERY: u64 = 64 * 1024;
+/// Longest pause between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Read size for `file://` sources.
+const FILE_CHUNK: u64 = 1 << 20;
+
+/// What is being fetched, for messages and errors.
+pub struct Job<'a> {
+    /// The item's name.
+    pub name: &'a str,
+    /// The upstream URL (named in errors and reports).
+    pub url: &'a str,
+    /// The URL actually requested (the mirror's, when one is set).
+    pub fetch_url: &'a str,
+    /// Also compute a sha512.
+    pub with_sha512: bool,
+}
+
+impl Job<'_> {
+    fn io(&self, path: &Path, e: std::io::Error) -> Error {
+        Error::io(self.name, self.url, path, e)
+    }
+
+    fn network(&self, e: reqwest::Error, after: Duration) -> Error {
+        if e.is_timeout() {
+            return Error::Timeout {
+                name: self.name.into(),
+                url: self.url.into(),
+                after,
+            };
+        }
+        if e.is_builder() || e.is_redirect() {
+            return Error::BadUrl {
+                name: self.name.into(),
+                url: self.url.into(),
+                reason: chain(&e),
+            };
+        }
+        Error::Network {
+            name: self.name.into(),
+            url: self.url.into(),
+            message: chain(&e),
+        }
+    }
+
+    fn timeout(&self, after: Duration) -> Error {
+        Error::Timeout {
+            name: self.name.into(),
+            url: self.url.into(),
+            after,
+        }
+    }
+}
+
+/// `err: source: source ...` on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
+}
+
+/// Fetches `job` into a new file at `path` (the caller owns its removal),
+/// hashing as it goes; returns the digests and the size.
+pub async fn fetch(
+    client: &reqwest::Client,
+    opts: &Options,
+    job: &Job<'_>,
+    path: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(Digests, u64), Error> {
+    let url = job.fetch_url;
+    let mut sink = Sink::create(path, job.with_sha512).map_err(|e| job.io(path, e))?;
+    let mut progress = Progress::new(job.name, reporter);
+    if let Some(rest) = url.strip_prefix("file://") {
+        let local = rest.strip_prefix("localhost").unwrap_or(rest);
+        copy_file(
+            &PathBuf::from(percent_decode(local)),
+            &mut sink,
+            job,
+            &mut progress,
+        )
+        .await?;
+    } else if url.starts_with("http://") || url.starts_with("https://") {
+        download(client, opts, job, &mut sink, &mut progress).await?;
+    } else {
+        return Err(Error::BadUrl {
+            name: job.name.into(),
+            url: job.url.into(),
+            reason: "only http://, https:// and file:// URLs are supported".into(),
+        });
+    }
+    progress.report(sink.written());
+    sink.finish().await.map_err(|e| job.io(path, e))
+}
+
+async fn copy_file(
+    src: &Path,
+    sink: &mut Sink,
+    job: &Job<'_>,
+    progress: &mut Progress<'_>,
+) -> Result<(), Error> {
+    let mut file = tokio::fs::File::open(src)
+        .await
+        .map_err(|e| job.io(src, e))?;
+    let total = file.metadata().await.ok().map(|m| m.len());
+    progress.start(total);
+    loop {
+        let mut buf = Vec::with_capacity(FILE_CHUNK as usize);
+        let n = (&mut file)
+            .take(FILE_CHUNK)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| job.io(src, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        if let Err(e) = sink.write(buf).await {
+            return Err(job.io(sink.path(), e));
+        }
+        progress.update(sink.written());
+    }
+}
+
+/// Tries until the whole body is in `sink`: time-outs, connection errors and
+/// 5xx are retried with exponential backoff (an attempt that made progress
+/// is free); a cut connection resumes with `Range: bytes=N-`.
+async fn download(
+    client: &reqwest::Client,
+    opts: &Options,
+    job: &Job<'_>,
+    sink: &mut Sink,
+    progress: &mut Progress<'_>,
+) -> Result<(), Error> {
+    let mut failures = 0u32;
+    loop {
+        let (before, resets) = (sink.written(), sink.resets());
+        let err = match attempt(client, opts, job, sink, progress).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => e,
+            Err(e) => return Err(e),
+        };
+        if sink.written() <= before || sink.resets() != resets {
+            failures += 1;
+        }
+        if failures > opts.retries {
+            return Err(err);
+        }
+        let delay = backoff(opts.backoff, failures);
+        progress.reporter.message(&format!(
+            "{err}; retrying in {:.1}s (from byte {})",
+            delay.as_secs_f32(),
+            sink.written()
+        ));
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn backoff(base: Duration, failures: u32) -> Duration {
+    base.saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+/// One request: resumes from `sink.written()`, restarts from zero when the
+/// server ignores Range, and streams the body into the sink.
+async fn attempt(
+    client: &reqwest::Client,
+    opts: &Options,
+    job: &Job<'_>,
+    sink: &mut Sink,
+    progress: &mut Progress<'_>,
+) -> Result<(), Error> {
+    let offset = sink.written();
+    let mut req = client.get(job.fetch_url);
+    if offset > 0 {
+        req = req.header(RANGE, format!("bytes={offset}-"));
+    }
+    let resp = timeout(opts.timeout, req.send())
+        .await
+        .map_err(|_| job.timeout(opts.timeout))?
+        .map_err(|e| job.network(e, opts.timeout))?;
+    let total = match resp.status() {
+        StatusCode::PARTIAL_CONTENT => match content_range(&resp) {
+            Some((start, total)) if start == offset => total,
+            _ => return restart(sink, job, progress, "answered Range with another range").await,
+        },
+        StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
+            return restart(sink, job, progress, "refused Range").await;
+        }
+        s if s.is_success() => {
+            if offset > 0 {
+                progress.reporter.message(&format!(
+                    "{}: server ignored Range; restarting from byte 0",
+                    job.name
+                ));
+                sink.reset().await.map_err(|e| job.io(sink.path(), e))?;
+            }
+            resp.content_length()
+        }
+        s => {
+            return Err(Error::Http {
+                name: job.name.into(),
+                url: job.url.into(),
+                status: s.as_u16(),
+            })
+        }
+    };
+    progress.start(total);
+    let mut body = resp.bytes_stream();
+    loop {
+        let chunk = match timeout(opts.timeout, body.next()).await {
+            Err(_) => return Err(job.timeout(opts.timeout)),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(job.network(e, opts.timeout)),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        if let Err(e) = sink.write(chunk).await {
+            return Err(job.io(sink.path(), e));
+        }
+        progress.update(sink.written());
+    }
+    match total {
+        Some(total) if sink.written() != total => Err(Error::Network {
+            name: job.name.into(),
+            url: job.url.into(),
+            message: format!(
+                "connection closed after {} of {total} bytes",
+                sink.written()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Drops what was received and tries again from byte 0 (counts as a failure).
+async fn restart(
+    sink: &mut Sink,
+    job: &Job<'_>,
+    progress: &mut Progress<'_>,
+    why: &str,
+) -> Result<(), Error> {
+    sink.reset().await.map_err(|e| job.io(sink.path(), e))?;
+    progress.report(0);
+    Err(Error::Network {
+        name: job.name.into(),
+        url: job.url.into(),
+        message: format!("server {why}; restarting from byte 0"),
+    })
+}
+
+/// `(start, total)` of a `Content-Range: bytes START-END/TOTAL` header.
+fn content_range(resp: &Response) -> Option<(u64, Option<u64>)> {
+    let v = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = v.strip_prefix("bytes ")?.split_once('/')?;
+    let start = range.split_once('-')?.0.trim().parse().ok()?;
+    Some((start, total.trim().parse().ok()))
+}
+
+/// Throttled calls to the reporter.
+struct Progress<'a> {
+    name: &'a str,
+    reporter: &'a dyn Reporter,
+    started: bool,
+    last: u64,
+}
+
+impl<'a> Progress<'a> {
+    fn new(name: &'a str, reporter: &'a dyn Reporter) -> Self {
+        Progress {
+            name,
+            reporter,
+            started: false,
+            last: 0,
+        }
+    }
+
+    fn start(&mut self, total: Option<u64>) {
+        if !self.started {
+            self.started = true;
+            self.reporter.start(self.name, total);
+        }
+    }
+
+    fn update(&mut self, bytes: u64) {
+        if bytes < self.last || bytes - self.last >= REPORT_EVERY {
+            self.report(bytes);
+        }
+    }
+
+    fn report(&mut self, bytes: u64) {
+        if self.started && bytes != self.last {
+            self.last = bytes;
+            self.reporter.advance(self.name, bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Duration::from_millis(100);
+        assert_eq!(backoff(b, 1), b);
+        assert_eq!(backoff(b, 2), b * 2);
+        assert_eq!(backoff(b, 4), b * 8);
+        assert_eq!(backoff(b, 40), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,447 @@
+//! Whole-lab checkpoints on libvirt: every machine paused, saved at the same instant and resumed; restored all at
+//! once. A checkpoint's disk is a frozen qcow2 layer (the machine's active overlay at that instant) and its memory
+//! a save-image file, both volumes in the lab's pool. Restoring puts a fresh empty overlay on the layer and loads
+//! the memory file with the domain pointing at that overlay. libvirt keeps no snapshot metadata, so this works on
+//! libvirt versions without external-snapshot revert and on UEFI guests alike.
+
+use super::guest::{boot_timeout, wait_ready};
+use super::{Context, Error, Result};
+use crate::checkpoint::{self, MachineRecord, Record, UNDO};
+use crate::libvirt::{call, DomainState};
+use crate::model::BASE;
+use crate::render::names;
+use crate::render::xml;
+use crate::ssh;
+use crate::state::State;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Says what an interrupted earlier command left, and clears the mark.
+pub fn report_pending(ctx: &Context, state: &mut State) {
+    if let Some(p) = state.pending.take() {
+        ctx.ui.warn(&format!(
+            "an earlier `lab {p}` did not finish (interrupted?); every checkpoint is intact, and `lab restore NAME` \
+             returns the lab to one"
+        ));
+    }
+}
+
+async fn for_each_machine<F, Fut, T>(ctx: &Context, f: F) -> Result<Vec<(String, T)>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let work = ctx.lab.machines.iter().map(|m| {
+        let name = m.name.clone();
+        let fut = f(name.clone());
+        async move { (name, fut.await) }
+    });
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for (name, r) in futures_util::future::join_all(work).await {
+        match r {
+            Ok(v) => ok.push((name, v)),
+            Err(e) => errors.push(e),
+        }
+    }
+    Error::many("working on the machines", errors)?;
+    Ok(ok)
+}
+
+fn dom(ctx: &Context, machine: &str) -> String {
+    names::domain(&ctx.lab.name, machine)
+}
+
+/// Takes a checkpoint of the whole lab. `key` marks checkpoints built from the lab file.
+pub async fn snapshot(ctx: &Context, name: &str, disk_only: bool, force: bool, key: Option<String>) -> Result<Record> {
+    let mut state = ctx.state()?;
+    report_pending(ctx, &mut state);
+    if let Some(old) = state.checkpoints.get(name) {
+        if !force {
+            return Err(Error::Failed(format!("checkpoint `{name}` exists (taken {}); --force replaces it", old.created)));
+        }
+        if state.checkpoints.values().any(|r| r.parent.as_deref() == Some(name)) || state.current.as_deref() == Some(name) {
+            return Err(Error::Failed(format!(
+                "checkpoint `{name}` cannot be replaced: other checkpoints or the running machines are built on it; \
+                 take a new name"
+            )));
+        }
+        remove_record(ctx, &mut state, name).await?;
+    }
+    for (m, st) in super::machine_states(ctx).await? {
+        if st != Some(DomainState::Running) {
+            return Err(Error::Failed(format!("{m} is not running; `lab up` first")));
+        }
+    }
+    let pool = ctx.pool();
+    let pool_path = {
+        let p = pool.clone();
+        call(&ctx.hv, move |hv| hv.pool_path(&p)).await?.ok_or_else(|| Error::NotUp(ctx.lab.name.clone()))?
+    };
+    state.pending = Some(format!("snapshot {name}"));
+    ctx.save(&state)?;
+
+    // Pause everything first, so all machines are saved at the same instant of the lab's life.
+    let paused_at = Instant::now();
+    for_each_machine(ctx, |m| {
+        let d = dom(ctx, &m);
+        async move { Ok(call(&ctx.hv, move |hv| hv.suspend_domain(&d)).await?) }
+    })
+    .await?;
+    let gens = state.active.clone();
+    let result = for_each_machine(ctx, |m| {
+        let d = dom(ctx, &m);
+        let gen = gens.get(&m).copied().unwrap_or(0);
+        let layer = names::vol::active(&m, gen);
+        let next = format!("{pool_path}/{}", names::vol::active(&m, gen + 1));
+        let memory = (!disk_only).then(|| format!("{m}.mem-{}", gen));
+        let mem_path = memory.as_ref().map(|v| format!("{pool_path}/{v}"));
+        let snap = xml::external_snapshot(&format!("lab-{gen}"), mem_path.as_deref(), &next);
+        async move {
+            call(&ctx.hv, move |hv| hv.external_snapshot(&d, &snap, disk_only)).await?;
+            Ok(MachineRecord { layer, memory })
+        }
+    })
+    .await;
+    // Resume all, whatever happened, so a failure never leaves the lab paused.
+    let _ = for_each_machine(ctx, |m| {
+        let d = dom(ctx, &m);
+        async move {
+            let d2 = d.clone();
+            if call(&ctx.hv, move |hv| hv.domain_state(&d2)).await? == Some(DomainState::Paused) {
+                call(&ctx.hv, move |hv| hv.resume_domain(&d)).await?;
+            }
+            Ok(())
+        }
+    })
+    .await;
+    let machines: BTreeMap<String, MachineRecord> = match result {
+        Ok(r) => r.into_iter().collect(),
+        Err(e) => {
+            // Nothing was recorded; the machines run on as before. Only a killed process leaves `pending` set.
+            state.pending = None;
+            ctx.save(&state)?;
+            return Err(e);
+        }
+    };
+    let paused_for = paused_at.elapsed();
+    for m in machines.keys() {
+        *state.active.entry(m.clone()).or_insert(0) += 1;
+    }
+    let record = Record {
+        name: name.to_string(),
+        parent: state.current.clone().filter(|c| c != name),
+        created: now_rfc3339(),
+        memory: !disk_only,
+        key,
+        machines,
+    };
+    state.checkpoints.insert(name.to_string(), record.clone());
+    state.current = Some(name.to_string());
+    state.pending = None;
+    ctx.save(&state)?;
+    ctx.ui.info(&format!(
+        "checkpoint `{name}` taken ({}; machines paused {:.2} s)",
+        if disk_only { "disks" } else { "disks and memory" },
+        paused_for.as_secs_f64()
+    ));
+    Ok(record)
+}
+
+/// Returns every machine to a built checkpoint, all machines at once. The state it replaces is kept as the
+/// disk-only checkpoint `undo` (its disks become a layer; nothing is copied).
+pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
+    let mut state = ctx.state()?;
+    report_pending(ctx, &mut state);
+    let record = state
+        .checkpoints
+        .get(name)
+        .cloned()
+        .ok_or_else(|| Error::Failed(format!("no built checkpoint `{name}`")))?;
+    let pool = ctx.pool();
+    let vols: BTreeMap<String, u64> = {
+        let p = pool.clone();
+        call(&ctx.hv, move |hv| hv.volumes(&p)).await?.into_iter().map(|v| (v.name, v.allocation)).collect()
+    };
+    for (m, mr) in &record.machines {
+        for v in std::iter::once(&mr.layer).chain(mr.memory.iter()) {
+            if !vols.contains_key(v) {
+                return Err(Error::Failed(format!(
+                    "checkpoint `{name}` is damaged: {m}'s file {v} is missing; nothing was changed"
+                )));
+            }
+        }
+    }
+    let pool_path = {
+        let p = pool.clone();
+        call(&ctx.hv, move |hv| hv.pool_path(&p)).await?.ok_or_else(|| Error::NotUp(ctx.lab.name.clone()))?
+    };
+    state.pending = Some(format!("restore {name}"));
+    ctx.save(&state)?;
+
+    // The replaced disks become the `undo` checkpoint (unless we are restoring `undo` itself).
+    let keep_undo = name != UNDO;
+    let old_gens = state.active.clone();
+    if keep_undo {
+        retire_undo(ctx, &mut state).await?;
+    }
+    let start = Instant::now();
+    let lab = ctx.lab.clone();
+    let accel = current_accel(ctx).await?;
+    for_each_machine(ctx, |m| {
+        let d = dom(ctx, &m);
+        let mr = record.machines.get(&m).cloned();
+        let gen = state.active.get(&m).copied().unwrap_or(0) + 1;
+        let disk_vol = names::vol::active(&m, gen);
+        let machine = lab.machine(&m).cloned().expect("lab machine");
+        let paths = xml::MachinePaths {
+            disk: format!("{pool_path}/{disk_vol}"),
+            seed: format!("{pool_path}/{}", names::vol::seed(&m)),
+            console_log: format!("{pool_path}/{}", names::vol::console_log(&m)),
+        };
+        let domain_xml = xml::domain(&lab, &machine, accel, &paths);
+        let pool = pool.clone();
+        let pool_path = pool_path.clone();
+        async move {
+            let mr = mr.ok_or_else(|| Error::Failed(format!("checkpoint has no disk for {m}")))?;
+            call(&ctx.hv, move |hv| {
+                if hv.domain_state(&d)?.is_some() {
+                    hv.stop_domain(&d)?;
+                }
+                let _ = hv.delete_volume(&pool, &disk_vol);
+                hv.create_volume(&pool, &xml::overlay(&disk_vol, machine.disk, &format!("{pool_path}/{}", mr.layer), "qcow2"))?;
+                hv.define_domain(&domain_xml)?;
+                match &mr.memory {
+                    Some(mem) => hv.restore_memory(&format!("{pool_path}/{mem}"), &domain_xml, true),
+                    None => hv.start_domain(&d),
+                }
+            })
+            .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    // All memory-restored machines resume together.
+    if record.memory {
+        for_each_machine(ctx, |m| {
+            let d = dom(ctx, &m);
+            async move { Ok(call(&ctx.hv, move |hv| hv.resume_domain(&d)).await?) }
+        })
+        .await?;
+    }
+    let resumed = start.elapsed();
+    for m in record.machines.keys() {
+        *state.active.entry(m.clone()).or_insert(0) += 1;
+    }
+    if keep_undo {
+        let machines = old_gens
+            .iter()
+            .map(|(m, g)| (m.clone(), MachineRecord { layer: names::vol::active(m, *g), memory: None }))
+            .collect();
+        state.checkpoints.insert(
+            UNDO.into(),
+            Record { name: UNDO.into(), parent: state.current.clone(), created: now_rfc3339(), memory: false, key: None, machines },
+        );
+    } else {
+        // Restoring `undo` consumes nothing: its layer stays as the base of the new disks.
+        for (m, g) in &old_gens {
+            let (p, v) = (pool.clone(), names::vol::active(m, *g));
+            if !state.checkpoints.values().any(|r| r.machines.values().any(|x| x.layer == v)) {
+                let _ = call(&ctx.hv, move |hv| hv.delete_volume(&p, &v)).await;
+            }
+        }
+    }
+    state.current = Some(name.to_string());
+    state.pending = None;
+    ctx.save(&state)?;
+
+    if record.memory {
+        sync_clocks(ctx).await?;
+    } else {
+        let deadline = Instant::now() + boot_timeout();
+        for_each_machine(ctx, |m| async move { wait_ready(ctx, &ctx.target(&m)?, deadline).await }).await?;
+    }
+    ctx.ui.info(&format!(
+        "restored `{name}` on {} machine(s) in {:.1} s{}",
+        record.machines.len(),
+        resumed.as_secs_f64(),
+        if keep_undo { "; your previous state is kept as `undo` (`lab restore undo` brings it back)" } else { "" }
+    ));
+    Ok(())
+}
+
+/// The acceleration the lab's domains were defined with.
+async fn current_accel(ctx: &Context) -> Result<xml::Accel> {
+    let d = dom(ctx, &ctx.lab.machines[0].name);
+    let x = call(&ctx.hv, move |hv| hv.domain_xml(&d)).await?;
+    Ok(if x.contains("type='kvm'") || x.contains("type=\"kvm\"") { xml::Accel::Kvm } else { xml::Accel::Tcg })
+}
+
+/// Sets every guest clock to the host's time (a restored guest keeps the clock of its checkpoint).
+pub async fn sync_clocks(ctx: &Context) -> Result<()> {
+    let keys = ctx.keys();
+    for_each_machine(ctx, |m| {
+        let keys = keys.clone();
+        async move {
+            let t = ctx.target(&m)?;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                // The time is taken as late as possible: the command is built right before ssh starts.
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let cmd = format!("sudo -n date -u -s @{}.{:03} >/dev/null", now.as_secs(), now.subsec_millis());
+                match ssh::run(&t, &keys, &cmd, None, Duration::from_secs(30)).await {
+                    Ok(o) if o.code == 0 => return Ok(()),
+                    _ if Instant::now() > deadline => {
+                        return Err(Error::Failed(format!("{m}: could not set the clock after the restore")))
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Makes room for a new `undo`: the old one goes, unless something is built on it (then it is kept under a
+/// dated name).
+async fn retire_undo(ctx: &Context, state: &mut State) -> Result<()> {
+    if !state.checkpoints.contains_key(UNDO) {
+        return Ok(());
+    }
+    let used = state.current.as_deref() == Some(UNDO) || state.checkpoints.values().any(|r| r.parent.as_deref() == Some(UNDO));
+    if used {
+        let mut r = state.checkpoints.remove(UNDO).expect("present");
+        let new = format!("undo-{}", r.created.replace([':', '-'], "").to_lowercase());
+        r.name = new.clone();
+        for c in state.checkpoints.values_mut() {
+            if c.parent.as_deref() == Some(UNDO) {
+                c.parent = Some(new.clone());
+            }
+        }
+        if state.current.as_deref() == Some(UNDO) {
+            state.current = Some(new.clone());
+        }
+        state.checkpoints.insert(new, r);
+        Ok(())
+    } else {
+        remove_record(ctx, state, UNDO).await
+    }
+}
+
+/// Deletes a checkpoint's files and record. Layers that running disks sit on stay until `destroy`.
+async fn remove_record(ctx: &Context, state: &mut State, name: &str) -> Result<()> {
+    let Some(r) = state.checkpoints.remove(name) else { return Ok(()) };
+    for (m, mr) in r.machines {
+        let active_parent = state.current.as_deref() == Some(name);
+        let mut vols: Vec<String> = mr.memory.into_iter().collect();
+        if !active_parent {
+            vols.push(mr.layer);
+        }
+        let _ = m;
+        for v in vols {
+            let p = ctx.pool();
+            call(&ctx.hv, move |hv| hv.delete_volume(&p, &v)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `lab checkpoint rm NAME [--recursive]`.
+pub async fn remove(ctx: &Context, name: &str, recursive: bool) -> Result<Vec<String>> {
+    let mut state = ctx.state()?;
+    report_pending(ctx, &mut state);
+    if !state.checkpoints.contains_key(name) {
+        return Err(Error::Failed(format!("no built checkpoint `{name}`")));
+    }
+    // The checkpoint and, with --recursive, its descendants (children first).
+    let mut order = vec![name.to_string()];
+    let mut i = 0;
+    while i < order.len() {
+        let kids: Vec<String> =
+            state.checkpoints.values().filter(|r| r.parent.as_deref() == Some(order[i].as_str())).map(|r| r.name.clone()).collect();
+        if !kids.is_empty() && !recursive {
+            return Err(Error::Failed(format!(
+                "checkpoint `{name}` has children ({}); --recursive removes them too",
+                kids.join(", ")
+            )));
+        }
+        order.extend(kids);
+        i += 1;
+    }
+    if state.current.as_deref().is_some_and(|c| order.iter().any(|o| o == c)) {
+        return Err(Error::Failed(format!(
+            "the machines run on checkpoint `{}`; restore another checkpoint first",
+            state.current.clone().unwrap_or_default()
+        )));
+    }
+    for n in order.iter().rev() {
+        remove_record(ctx, &mut state, n).await?;
+    }
+    ctx.save(&state)?;
+    Ok(order)
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    pub name: String,
+    pub parent: Option<String>,
+    pub created: Option<String>,
+    pub size: u64,
+    pub memory: bool,
+    pub built: bool,
+    pub stale: bool,
+    pub defined_in_lab_file: bool,
+    pub description: Option<String>,
+    pub aliases: Vec<String>,
+    pub current: bool,
+}
+
+/// Every checkpoint: built ones, and the lab file's ones not built yet, in tree order.
+pub async fn list(ctx: &Context) -> Result<Vec<Listed>> {
+    let state = State::load(&ctx.lab_dir())?.unwrap_or_else(|| State::new(ctx.hv.uri()));
+    let sizes: BTreeMap<String, u64> = if state.checkpoints.is_empty() {
+        BTreeMap::new()
+    } else {
+        let p = ctx.pool();
+        call(&ctx.hv, move |hv| hv.volumes(&p)).await.map(|v| v.into_iter().map(|v| (v.name, v.allocation)).collect()).unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    names.push(BASE.into());
+    names.extend(ctx.lab.checkpoints.iter().map(|c| c.name.clone()));
+    let mut users: Vec<&Record> = state.checkpoints.values().filter(|r| !names.contains(&r.name)).collect();
+    users.sort_by(|a, b| a.created.cmp(&b.created));
+    names.extend(users.iter().map(|r| r.name.clone()));
+    for n in names {
+        let def = ctx.lab.checkpoints.iter().find(|c| c.name == n);
+        let rec = state.checkpoints.get(&n);
+        if rec.is_none() && def.is_none() {
+            continue;
+        }
+        out.push(Listed {
+            parent: rec.and_then(|r| r.parent.clone()).or_else(|| def.map(|d| d.after.clone())),
+            created: rec.map(|r| r.created.clone()),
+            size: rec
+                .map(|r| r.machines.values().flat_map(|m| std::iter::once(&m.layer).chain(m.memory.iter())).filter_map(|v| sizes.get(v)).sum())
+                .unwrap_or(0),
+            memory: rec.is_some_and(|r| r.memory),
+            built: rec.is_some(),
+            stale: rec.is_some_and(|r| checkpoint::is_stale(&ctx.lab, r)),
+            defined_in_lab_file: def.is_some() || n == BASE,
+            description: def.and_then(|d| d.description.clone()).or_else(|| (n == BASE).then(|| "the machines right after `lab up`".into())),
+            aliases: def.map(|d| d.aliases.clone()).unwrap_or_default(),
+            current: state.current.as_deref() == Some(n.as_str()),
+            name: n,
+        });
+    }
+    Ok(out)
+}
