@@ -18,13 +18,22 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Debug, Parser)]
-#[command(name = "lab", version, about = "Identical Linux lab machines on libvirt, with whole-lab checkpoints")]
+#[command(
+    name = "lab",
+    version,
+    about = "Identical Linux lab machines on libvirt, with whole-lab checkpoints"
+)]
 pub struct Args {
     /// The lab file (default: ./lab.toml, else the embedded course lab).
     #[arg(long, short = 'f', global = true, value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// libvirt URI, e.g. qemu:///system or qemu+ssh://user@host/system.
-    #[arg(long, global = true, env = "LAB_CONNECT", default_value = "qemu:///system")]
+    #[arg(
+        long,
+        global = true,
+        env = "LAB_CONNECT",
+        default_value = "qemu:///system"
+    )]
     pub connect: String,
     /// Acceleration: auto (KVM where it works, else TCG), kvm or tcg.
     #[arg(long, global = true, env = "LAB_ACCEL", default_value = "auto")]
@@ -146,26 +155,46 @@ pub struct Failure {
 
 impl From<orch::Error> for Failure {
     fn from(e: orch::Error) -> Self {
-        let code = if matches!(e, orch::Error::Interrupted) { EXIT_INTERRUPTED } else { EXIT_FAILURE };
-        Failure { hint: e.hint(), message: chain(&e), code }
+        let code = if matches!(e, orch::Error::Interrupted) {
+            EXIT_INTERRUPTED
+        } else {
+            EXIT_FAILURE
+        };
+        Failure {
+            hint: e.hint(),
+            message: chain(&e),
+            code,
+        }
     }
 }
 
 impl From<model::LabFileError> for Failure {
     fn from(e: model::LabFileError) -> Self {
-        Failure { message: e.to_string(), hint: None, code: EXIT_USAGE }
+        Failure {
+            message: e.to_string(),
+            hint: None,
+            code: EXIT_USAGE,
+        }
     }
 }
 
 impl From<crate::state::StateError> for Failure {
     fn from(e: crate::state::StateError) -> Self {
-        Failure { hint: e.hint(), message: chain(&e), code: EXIT_FAILURE }
+        Failure {
+            hint: e.hint(),
+            message: chain(&e),
+            code: EXIT_FAILURE,
+        }
     }
 }
 
 impl From<libvirt::Error> for Failure {
     fn from(e: libvirt::Error) -> Self {
-        Failure { hint: e.hint(), message: chain(&e), code: EXIT_FAILURE }
+        Failure {
+            hint: e.hint(),
+            message: chain(&e),
+            code: EXIT_FAILURE,
+        }
     }
 }
 
@@ -229,7 +258,9 @@ fn context(args: &Args, lab: Lab, hv: Shared, ui: Arc<Ui>) -> Result<Context, Fa
 }
 
 /// Runs `fut`, or stops at Ctrl-C with `Interrupted`.
-async fn interruptible<T>(fut: impl std::future::Future<Output = orch::Result<T>>) -> orch::Result<T> {
+async fn interruptible<T>(
+    fut: impl std::future::Future<Output = orch::Result<T>>,
+) -> orch::Result<T> {
     tokio::select! {
         r = fut => r,
         _ = tokio::signal::ctrl_c() => Err(orch::Error::Interrupted),
@@ -256,17 +287,31 @@ async fn run(args: Args) -> Result<i32, Failure> {
             let got = crate::download::fetch_all(&cache, &items, &ctx_dl, ui.as_ref())
                 .await
                 .map_err(|e| Failure::from(orch::Error::from(e)))?;
-            ui.info(&format!("{} file(s) in the cache {}", got.len(), dirs.cache.display()));
+            ui.info(&format!(
+                "{} file(s) in the cache {}",
+                got.len(),
+                dirs.cache.display()
+            ));
             Ok(EXIT_OK)
         }
-        Command::Mirror { command: MirrorCommand::Export { dir } } => {
+        Command::Mirror {
+            command: MirrorCommand::Export { dir },
+        } => {
             let dirs = Dirs::from_env()?;
             let cache = crate::download::Cache::new(dirs.cache.clone());
-            let files = crate::download::export_mirror(&cache, dir).map_err(|e| Failure::from(orch::Error::from(e)))?;
-            ui.info(&format!("{} file(s) written below {}; serve it and pass --mirror URL", files.len(), dir.display()));
+            let files = crate::download::export_mirror(&cache, dir)
+                .map_err(|e| Failure::from(orch::Error::from(e)))?;
+            ui.info(&format!(
+                "{} file(s) written below {}; serve it and pass --mirror URL",
+                files.len(),
+                dir.display()
+            ));
             Ok(EXIT_OK)
         }
-        Command::Up { keep_on_failure, at } => {
+        Command::Up {
+            keep_on_failure,
+            at,
+        } => {
             let hv = connect(&args.connect)?;
             let ctx = context(&args, lab, hv, ui)?;
             let _lock = LabLock::acquire(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600))?;
@@ -284,12 +329,21 @@ async fn run(args: Args) -> Result<i32, Failure> {
                 r => r.map_err(Failure::from)?,
             }
             if let Some(at) = at {
-                interruptible(orch::restore(&ctx, at, false)).await.map_err(Failure::from)?;
+                interruptible(orch::restore(&ctx, at, false))
+                    .await
+                    .map_err(Failure::from)?;
             }
-            ctx.ui.info(&format!("lab `{}` is up: `lab ssh {}` logs in", ctx.lab.name, ctx.lab.machines[0].name));
+            ctx.ui.info(&format!(
+                "lab `{}` is up: `lab ssh {}` logs in",
+                ctx.lab.name, ctx.lab.machines[0].name
+            ));
             Ok(EXIT_OK)
         }
-        Command::Snapshot { name, disk_only, force } => {
+        Command::Snapshot {
+            name,
+            disk_only,
+            force,
+        } => {
             if !model::is_checkpoint_name(name) {
                 return Err(Failure {
                     message: format!("`{name}` is not a checkpoint name"),
@@ -298,12 +352,18 @@ async fn run(args: Args) -> Result<i32, Failure> {
                 });
             }
             let (ctx, _lock) = locked(&args, lab, ui)?;
-            interruptible(orch::checkpoints::snapshot(&ctx, name, *disk_only, *force, None)).await.map_err(Failure::from)?;
+            interruptible(orch::checkpoints::snapshot(
+                &ctx, name, *disk_only, *force, None,
+            ))
+            .await
+            .map_err(Failure::from)?;
             Ok(EXIT_OK)
         }
         Command::Restore { name, no_build } => {
             let (ctx, _lock) = locked(&args, lab, ui)?;
-            interruptible(orch::restore(&ctx, name, *no_build)).await.map_err(Failure::from)?;
+            interruptible(orch::restore(&ctx, name, *no_build))
+                .await
+                .map_err(Failure::from)?;
             Ok(EXIT_OK)
         }
         Command::Checkpoints { json } => {
@@ -311,28 +371,46 @@ async fn run(args: Args) -> Result<i32, Failure> {
             let ctx = context(&args, lab, hv, ui)?;
             let list = orch::checkpoints::list(&ctx).await.map_err(Failure::from)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).expect("serializes")
+                );
             } else {
                 print_checkpoints(&list);
             }
             Ok(EXIT_OK)
         }
-        Command::Checkpoint { command: CheckpointCommand::Rm { name, recursive } } => {
+        Command::Checkpoint {
+            command: CheckpointCommand::Rm { name, recursive },
+        } => {
             let (ctx, _lock) = locked(&args, lab, ui)?;
-            let gone = orch::checkpoints::remove(&ctx, name, *recursive).await.map_err(Failure::from)?;
-            ctx.ui.info(&format!("removed checkpoint(s): {}", gone.join(", ")));
+            let gone = orch::checkpoints::remove(&ctx, name, *recursive)
+                .await
+                .map_err(Failure::from)?;
+            ctx.ui
+                .info(&format!("removed checkpoint(s): {}", gone.join(", ")));
             Ok(EXIT_OK)
         }
         Command::Check { checkpoint, json } => {
             let (ctx, _lock) = locked(&args, lab, ui)?;
-            let results = orch::check(&ctx, checkpoint.as_deref()).await.map_err(Failure::from)?;
+            let results = orch::check(&ctx, checkpoint.as_deref())
+                .await
+                .map_err(Failure::from)?;
             let failed = results.iter().filter(|r| !r.passed).count();
             if *json {
-                println!("{}", serde_json::to_string_pretty(&results).expect("serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&results).expect("serializes")
+                );
             } else {
                 println!("{:<44} {:<16} RESULT", "CHECK", "MACHINE");
                 for r in &results {
-                    println!("{:<44} {:<16} {}", r.check, r.machine, if r.passed { "pass" } else { "FAIL" });
+                    println!(
+                        "{:<44} {:<16} {}",
+                        r.check,
+                        r.machine,
+                        if r.passed { "pass" } else { "FAIL" }
+                    );
                     if !r.passed && !r.output.is_empty() {
                         for l in r.output.lines().take(5) {
                             println!("    {l}");
@@ -359,18 +437,27 @@ async fn run(args: Args) -> Result<i32, Failure> {
             if !command.is_empty() {
                 c.arg("--").args(command);
             }
-            let status = c.status().map_err(|e| Failure::from(orch::Error::from(crate::ssh::SshError::Spawn(e))))?;
+            let status = c
+                .status()
+                .map_err(|e| Failure::from(orch::Error::from(crate::ssh::SshError::Spawn(e))))?;
             Ok(status.code().unwrap_or(EXIT_FAILURE))
         }
         Command::Destroy { yes, purge_cache } => {
             let hv = connect(&args.connect)?;
             let ctx = context(&args, lab, hv, ui)?;
-            if !yes && !confirm(&format!("Destroy lab `{}` and everything it made?", ctx.lab.name))? {
+            if !yes
+                && !confirm(&format!(
+                    "Destroy lab `{}` and everything it made?",
+                    ctx.lab.name
+                ))?
+            {
                 return Ok(EXIT_FAILURE);
             }
             let lock = LabLock::acquire(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600))?;
             lock.remove_file();
-            orch::destroy(&ctx, *purge_cache).await.map_err(Failure::from)?;
+            orch::destroy(&ctx, *purge_cache)
+                .await
+                .map_err(Failure::from)?;
             ctx.ui.info(&format!("lab `{}` destroyed", ctx.lab.name));
             Ok(EXIT_OK)
         }
@@ -386,7 +473,10 @@ fn locked(args: &Args, lab: Lab, ui: Arc<Ui>) -> Result<(Context, LabLock), Fail
 }
 
 fn print_checkpoints(list: &[orch::checkpoints::Listed]) {
-    println!("{:<26} {:<22} {:<21} {:>10} {:<7} {:<7}", "CHECKPOINT", "PARENT", "CREATED", "SIZE", "MEMORY", "STATE");
+    println!(
+        "{:<26} {:<22} {:<21} {:>10} {:<7} {:<7}",
+        "CHECKPOINT", "PARENT", "CREATED", "SIZE", "MEMORY", "STATE"
+    );
     for c in list {
         let state = match (c.built, c.stale) {
             (false, _) => "not built",
@@ -402,10 +492,18 @@ fn print_checkpoints(list: &[orch::checkpoints::Listed]) {
             name,
             c.parent.as_deref().unwrap_or("-"),
             c.created.as_deref().unwrap_or("-"),
-            if c.built { model::format_size(c.size) } else { "-".into() },
+            if c.built {
+                model::format_size(c.size)
+            } else {
+                "-".into()
+            },
             if c.memory { "yes" } else { "no" },
             state,
-            if c.aliases.is_empty() { String::new() } else { format!(" (also: {})", c.aliases.join(", ")) }
+            if c.aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" (also: {})", c.aliases.join(", "))
+            }
         );
     }
     println!("* = the machines run on this checkpoint");
@@ -468,7 +566,7 @@ async fn status(ctx: &Context, json: bool) -> orch::Result<()> {
             s.uri,
             s.checkpoint.as_deref().unwrap_or("-")
         );
-        println!("{:<20} {:<10} {}", "MACHINE", "STATE", "ADDRESS");
+        println!("{:<20} {:<10} ADDRESS", "MACHINE", "STATE");
         for m in &s.machines {
             println!("{:<20} {:<10} {}", m.name, m.state, m.ip);
         }
@@ -513,7 +611,10 @@ fn print_validated(lab: &Lab, json: bool) {
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
     } else {
-        println!("lab {} ({}): {} on {}", lab.name, lab.source, lab.network.subnet, lab.network.gateway);
+        println!(
+            "lab {} ({}): {} on {}",
+            lab.name, lab.source, lab.network.subnet, lab.network.gateway
+        );
         for m in machines {
             println!(
                 "  {:<16} {:<15} {} cpu, {} memory, {} disk, {}, user {}",
@@ -526,6 +627,10 @@ fn print_validated(lab: &Lab, json: bool) {
                 m.user
             );
         }
-        println!("  {} download(s), {} checkpoint(s)", lab.downloads.len(), lab.checkpoints.len());
+        println!(
+            "  {} download(s), {} checkpoint(s)",
+            lab.downloads.len(),
+            lab.checkpoints.len()
+        );
     }
 }

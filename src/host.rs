@@ -59,7 +59,11 @@ pub fn kvm_permission_warning() -> Option<String> {
 
 /// Picks KVM where libvirt offers it, else TCG; `LAB_ACCEL` (`auto`, `kvm`, `tcg`) overrides.
 /// Returns the choice and a warning to show, if any.
-pub fn choose_accel(hv: &dyn Hypervisor, arch: &str, setting: &str) -> Result<(Accel, Option<String>), HostError> {
+pub fn choose_accel(
+    hv: &dyn Hypervisor,
+    arch: &str,
+    setting: &str,
+) -> Result<(Accel, Option<String>), HostError> {
     match setting {
         "tcg" => Ok((Accel::Tcg, None)),
         "kvm" => {
@@ -95,7 +99,11 @@ pub fn check_subnet(lab: &Lab, hv: &dyn Hypervisor) -> Result<(), HostError> {
         if n.name == own {
             continue;
         }
-        if let Some(other) = n.subnets.iter().find(|s| s.contains(&subnet.network()) || subnet.contains(&s.network())) {
+        if let Some(other) = n
+            .subnets
+            .iter()
+            .find(|s| s.contains(&subnet.network()) || subnet.contains(&s.network()))
+        {
             return Err(HostError::NetworkClash {
                 subnet,
                 network: n.name,
@@ -111,7 +119,11 @@ pub fn check_subnet(lab: &Lab, hv: &dyn Hypervisor) -> Result<(), HostError> {
                 continue;
             }
             if route.contains(&subnet.network()) || subnet.contains(&route.network()) {
-                return Err(HostError::RouteClash { subnet, route, device });
+                return Err(HostError::RouteClash {
+                    subnet,
+                    route,
+                    device,
+                });
             }
         }
     }
@@ -127,7 +139,11 @@ fn parse_routes(table: &str) -> Vec<(String, Ipv4Net)> {
             let f: Vec<&str> = l.split_whitespace().collect();
             let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
             let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            let net = Ipv4Net::new(Ipv4Addr::from(u32::from_be(dest)), u32::from_be(mask).count_ones() as u8).ok()?;
+            let net = Ipv4Net::new(
+                Ipv4Addr::from(u32::from_be(dest)),
+                u32::from_be(mask).count_ones() as u8,
+            )
+            .ok()?;
             Some((f[0].to_string(), net))
         })
         .collect()
@@ -139,7 +155,8 @@ mod tests {
 
     #[test]
     fn parses_proc_net_route() {
-        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let t =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                  eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                  eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         let r = parse_routes(t);

@@ -34,7 +34,9 @@ pub enum SshError {
 impl SshError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            SshError::Spawn(_) => Some("install the OpenSSH client (`apt-get install openssh-client`)".into()),
+            SshError::Spawn(_) => {
+                Some("install the OpenSSH client (`apt-get install openssh-client`)".into())
+            }
             _ => None,
         }
     }
@@ -102,7 +104,10 @@ impl Keys {
         let mut seeds = Vec::new();
         let mut known_hosts = String::new();
         for m in &lab.machines {
-            let hk = load_or_make(&dir.join("host-keys").join(&m.name), &format!("root@{}", m.name))?;
+            let hk = load_or_make(
+                &dir.join("host-keys").join(&m.name),
+                &format!("root@{}", m.name),
+            )?;
             let public = hk.public_key().to_openssh()?;
             known_hosts.push_str(&format!("{} {}\n", host_alias(&lab.name, &m.name), public));
             seeds.push(SeedKeys {
@@ -113,12 +118,19 @@ impl Keys {
         }
         let kh = dir.join("known_hosts");
         std::fs::write(&kh, known_hosts).map_err(io(&kh))?;
-        Ok((Keys { dir: dir.to_path_buf() }, seeds))
+        Ok((
+            Keys {
+                dir: dir.to_path_buf(),
+            },
+            seeds,
+        ))
     }
 
     /// The keys of a lab that exists already (no generation).
     pub fn at(dir: &Path) -> Keys {
-        Keys { dir: dir.to_path_buf() }
+        Keys {
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn identity(&self) -> PathBuf {
@@ -258,10 +270,18 @@ pub async fn run(
 }
 
 /// Runs `remote` with the file at `path` streamed to its stdin (no copy in memory), within `limit`.
-pub async fn run_with_file(t: &Target, keys: &Keys, remote: &str, path: &Path, limit: Duration) -> Result<Output, SshError> {
+pub async fn run_with_file(
+    t: &Target,
+    keys: &Keys,
+    remote: &str,
+    path: &Path,
+    limit: Duration,
+) -> Result<Output, SshError> {
     let file = std::fs::File::open(path).map_err(io(path))?;
     let mut c = t.command(keys, remote);
-    c.stdin(Stdio::from(file)).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::from(file))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = c.spawn().map_err(SshError::Spawn)?;
     match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(out) => {
@@ -287,8 +307,14 @@ mod tests {
     #[test]
     fn jump_host_only_for_ssh_uris() {
         assert_eq!(jump_host("qemu:///system"), None);
-        assert_eq!(jump_host("qemu+ssh://ann@hv1/system").as_deref(), Some("ann@hv1"));
-        assert_eq!(jump_host("qemu+ssh://hv2:2222/system?keyfile=x").as_deref(), Some("hv2:2222"));
+        assert_eq!(
+            jump_host("qemu+ssh://ann@hv1/system").as_deref(),
+            Some("ann@hv1")
+        );
+        assert_eq!(
+            jump_host("qemu+ssh://hv2:2222/system?keyfile=x").as_deref(),
+            Some("hv2:2222")
+        );
         assert_eq!(jump_host("qemu+tcp://hv1/system"), None);
     }
 }

@@ -26,8 +26,12 @@ pub enum StateError {
 impl StateError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            StateError::Busy { .. } => Some("wait for it to finish, or stop it, then run the command again".into()),
-            StateError::Damaged { .. } => Some("`lab destroy` removes the lab and its state".into()),
+            StateError::Busy { .. } => {
+                Some("wait for it to finish, or stop it, then run the command again".into())
+            }
+            StateError::Damaged { .. } => {
+                Some("`lab destroy` removes the lab and its state".into())
+            }
             _ => None,
         }
     }
@@ -84,7 +88,7 @@ impl LabLock {
         let parent = path.parent().expect("lock has a folder");
         fs_err::create_dir_all(parent).map_err(|e| StateError::Io {
             path: parent.to_path_buf(),
-            source: e.into(),
+            source: e,
         })?;
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -186,7 +190,12 @@ impl State {
 
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         let path = Self::path(dir);
-        write_atomic(&path, serde_json::to_string_pretty(self).expect("state serializes").as_bytes())
+        write_atomic(
+            &path,
+            serde_json::to_string_pretty(self)
+                .expect("state serializes")
+                .as_bytes(),
+        )
     }
 }
 
@@ -195,7 +204,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
     let parent = path.parent().expect("file has a folder");
     fs_err::create_dir_all(parent).map_err(|e| StateError::Io {
         path: parent.to_path_buf(),
-        source: e.into(),
+        source: e,
     })?;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     {

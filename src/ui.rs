@@ -66,7 +66,10 @@ impl Ui {
         let mut bars = self.bars.lock().expect("ui lock");
         let bar = bars.entry(who.to_string()).or_insert_with(|| {
             let b = self.multi.add(ProgressBar::new_spinner());
-            b.set_style(ProgressStyle::with_template("{spinner} {prefix:<16} {wide_msg} {elapsed:>4}").expect("style"));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:<16} {wide_msg} {elapsed:>4}")
+                    .expect("style"),
+            );
             b.set_prefix(who.to_string());
             b.enable_steady_tick(Duration::from_millis(120));
             b
@@ -103,19 +106,34 @@ impl Ui {
             .expect("style"),
         );
         b.set_prefix(who.to_string());
-        self.bars.lock().expect("ui lock").insert(format!("bytes:{who}"), b);
+        self.bars
+            .lock()
+            .expect("ui lock")
+            .insert(format!("bytes:{who}"), b);
     }
 
     pub fn bytes_set(&self, who: &str, done: u64) {
-        if let Some(b) = self.bars.lock().expect("ui lock").get(&format!("bytes:{who}")) {
+        if let Some(b) = self
+            .bars
+            .lock()
+            .expect("ui lock")
+            .get(&format!("bytes:{who}"))
+        {
             b.set_position(done);
         }
     }
 
     pub fn bytes_done(&self, who: &str, text: &str) {
-        match self.bars.lock().expect("ui lock").remove(&format!("bytes:{who}")) {
+        match self
+            .bars
+            .lock()
+            .expect("ui lock")
+            .remove(&format!("bytes:{who}"))
+        {
             Some(b) => {
-                b.set_style(ProgressStyle::with_template("  {prefix:<28!} {wide_msg}").expect("style"));
+                b.set_style(
+                    ProgressStyle::with_template("  {prefix:<28!} {wide_msg}").expect("style"),
+                );
                 b.finish_with_message(text.to_string());
             }
             None => self.line(&format!("{who}: {text}")),
@@ -131,7 +149,14 @@ impl crate::download::Reporter for Ui {
         self.bytes_set(name, bytes);
     }
     fn finish(&self, name: &str, cached: bool) {
-        self.bytes_done(name, if cached { "cached" } else { "downloaded, verified" });
+        self.bytes_done(
+            name,
+            if cached {
+                "cached"
+            } else {
+                "downloaded, verified"
+            },
+        );
     }
     fn message(&self, text: &str) {
         self.info(text);

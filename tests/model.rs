@@ -56,7 +56,10 @@ fn downloads_expand_version_and_arch_and_default_to_all_machines() {
     .unwrap_or_else(|e| panic!("{e}"));
     let d = &lab.downloads[0];
     assert_eq!(d.url, "https://h/v1/arm64/k");
-    assert_eq!(d.checksum, lab::model::Checksum::Url("https://h/v1/arm64/k.sha256".into()));
+    assert_eq!(
+        d.checksum,
+        lab::model::Checksum::Url("https://h/v1/arm64/k.sha256".into())
+    );
     assert_eq!(d.machines, ["a", "b"]);
     assert_eq!(d.dest_path, "/opt/lab/downloads/k");
     assert_eq!(d.mode, 0o755);
@@ -68,12 +71,19 @@ fn embedded_course_lab_matches_the_course() {
     assert_eq!(lab.name, "k8s-hard-way");
     assert_eq!(lab.network.subnet.to_string(), "172.16.0.0/24");
     assert_eq!(lab.network.gateway.to_string(), "172.16.0.1");
-    let m: Vec<(String, String, String)> =
-        lab.machines.iter().map(|m| (m.name.clone(), m.ip.to_string(), m.user.clone())).collect();
+    let m: Vec<(String, String, String)> = lab
+        .machines
+        .iter()
+        .map(|m| (m.name.clone(), m.ip.to_string(), m.user.clone()))
+        .collect();
     assert_eq!(
         m,
         [
-            ("control-plane".into(), "172.16.0.2".into(), "laborant".into()),
+            (
+                "control-plane".into(),
+                "172.16.0.2".into(),
+                "laborant".into()
+            ),
             ("worker-1".into(), "172.16.0.3".into(), "laborant".into()),
             ("worker-2".into(), "172.16.0.4".into(), "laborant".into()),
         ]

@@ -46,10 +46,21 @@ pub fn base_key(lab: &Lab) -> String {
     let mut parts = Vec::new();
     for m in &lab.machines {
         let img = lab.image(&m.image);
-        parts.push(format!("{}|{}|{}|{}|{}|{}|{}", m.name, m.ip, m.cpus, m.memory, m.disk, m.user, img.url));
+        parts.push(format!(
+            "{}|{}|{}|{}|{}|{}|{}",
+            m.name, m.ip, m.cpus, m.memory, m.disk, m.user, img.url
+        ));
     }
     for d in &lab.downloads {
-        parts.push(format!("{}|{}|{:?}|{}|{}|{:o}", d.name, d.url, d.checksum, d.machines.join(","), d.dest_path, d.mode));
+        parts.push(format!(
+            "{}|{}|{:?}|{}|{}|{:o}",
+            d.name,
+            d.url,
+            d.checksum,
+            d.machines.join(","),
+            d.dest_path,
+            d.mode
+        ));
     }
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     hash(&refs)
@@ -70,7 +81,12 @@ pub fn key(lab: &Lab, c: &Checkpoint) -> String {
             StepAction::Run(r) => format!("run {r}"),
             StepAction::Copy(cs) => cs
                 .iter()
-                .map(|c| format!("copy {}:{} {} {:o}", c.from_machine, c.from_path, c.to_path, c.mode))
+                .map(|c| {
+                    format!(
+                        "copy {}:{} {} {:o}",
+                        c.from_machine, c.from_path, c.to_path, c.mode
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n"),
         });
@@ -107,7 +123,12 @@ mod tests {
     #[test]
     fn chain_and_aliases_resolve() {
         let l = lab(LAB);
-        let chain: Vec<&str> = l.checkpoint_chain("module-done").unwrap().iter().map(|c| c.name.as_str()).collect();
+        let chain: Vec<&str> = l
+            .checkpoint_chain("module-done")
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         assert_eq!(chain, ["one", "two"]);
         assert_eq!(l.checkpoint("module-done").unwrap().name, "two");
     }
@@ -119,8 +140,16 @@ mod tests {
         let c = lab(&LAB.replace("touch /two", "touch /dos"));
         let k = |l: &Lab, n: &str| key(l, l.checkpoint(n).unwrap());
         assert_ne!(k(&a, "one"), k(&b, "one"));
-        assert_ne!(k(&a, "two"), k(&b, "two"), "a child of an edited checkpoint is stale too");
-        assert_eq!(k(&a, "one"), k(&c, "one"), "a parent is not affected by its child");
+        assert_ne!(
+            k(&a, "two"),
+            k(&b, "two"),
+            "a child of an edited checkpoint is stale too"
+        );
+        assert_eq!(
+            k(&a, "one"),
+            k(&c, "one"),
+            "a parent is not affected by its child"
+        );
         assert_ne!(k(&a, "two"), k(&c, "two"));
     }
 }

@@ -26,9 +26,9 @@ fn classify(e: &virt::error::Error) -> ErrorKind {
             | ErrorNumber::NoStoragePool
             | ErrorNumber::NoStorageVolume,
         ) => ErrorKind::NotFound,
-        Enum::Known(ErrorNumber::AuthFailed | ErrorNumber::AccessDenied | ErrorNumber::AuthCancelled) => {
-            ErrorKind::PermissionDenied
-        }
+        Enum::Known(
+            ErrorNumber::AuthFailed | ErrorNumber::AccessDenied | ErrorNumber::AuthCancelled,
+        ) => ErrorKind::PermissionDenied,
         Enum::Known(ErrorNumber::NoConnect) => {
             let m = e.message();
             if m.contains("Permission denied") || m.contains("authentication") {
@@ -37,7 +37,9 @@ fn classify(e: &virt::error::Error) -> ErrorKind {
                 ErrorKind::Unreachable
             }
         }
-        Enum::Known(ErrorNumber::SystemError) if e.message().contains("Failed to connect socket") => {
+        Enum::Known(ErrorNumber::SystemError)
+            if e.message().contains("Failed to connect socket") =>
+        {
             if e.message().contains("Permission denied") {
                 ErrorKind::PermissionDenied
             } else {
@@ -95,21 +97,28 @@ impl VirtHost {
     }
 
     fn domain(&self, name: &str) -> Result<Domain> {
-        self.conn.lookup_domain_by_name(name).map_err(wrap("find domain", name))
+        self.conn
+            .lookup_domain_by_name(name)
+            .map_err(wrap("find domain", name))
     }
 
     fn network(&self, name: &str) -> Result<Network> {
-        self.conn.lookup_network_by_name(name).map_err(wrap("find network", name))
+        self.conn
+            .lookup_network_by_name(name)
+            .map_err(wrap("find network", name))
     }
 
     fn pool(&self, name: &str) -> Result<StoragePool> {
-        self.conn.lookup_storage_pool_by_name(name).map_err(wrap("find pool", name))
+        self.conn
+            .lookup_storage_pool_by_name(name)
+            .map_err(wrap("find pool", name))
     }
 
     fn vol(&self, pool: &str, name: &str) -> Result<StorageVol> {
         let p = self.pool(pool)?;
         p.refresh(0).map_err(wrap("refresh pool", pool))?;
-        p.lookup_storage_vol_by_name(name).map_err(wrap("find volume", name))
+        p.lookup_storage_vol_by_name(name)
+            .map_err(wrap("find volume", name))
     }
 }
 
@@ -132,14 +141,19 @@ impl Hypervisor for VirtHost {
             .domain_capabilities(None, Some(arch), None, Some("kvm"), 0)
             .map(Some)
             .or_else(|e| match classify(&e) {
-                ErrorKind::Unreachable | ErrorKind::PermissionDenied => Err(wrap("query", "domain capabilities")(e)),
+                ErrorKind::Unreachable | ErrorKind::PermissionDenied => {
+                    Err(wrap("query", "domain capabilities")(e))
+                }
                 _ => Ok(None),
             })?;
         Ok(caps.is_some_and(|c| c.contains("<domain>kvm</domain>")))
     }
 
     fn networks(&self) -> Result<Vec<NetworkInfo>> {
-        let nets = self.conn.list_all_networks(0).map_err(wrap("list", "networks"))?;
+        let nets = self
+            .conn
+            .list_all_networks(0)
+            .map_err(wrap("list", "networks"))?;
         let mut out = Vec::new();
         for n in nets {
             let name = n.name().map_err(wrap("read", "network name"))?;
@@ -151,11 +165,14 @@ impl Hypervisor for VirtHost {
                 let end = xml[start..].find('>').map_or(xml.len(), |e| start + e);
                 let tag = &xml[start..end];
                 if let Some(addr) = attr(tag, 0, "address").and_then(|a| a.parse().ok()) {
-                    let prefix = attr(tag, 0, "prefix").and_then(|p| p.parse().ok()).or_else(|| {
-                        attr(tag, 0, "netmask")
-                            .and_then(|m| m.parse::<std::net::Ipv4Addr>().ok())
-                            .map(|m| u32::from(m).count_ones() as u8)
-                    });
+                    let prefix =
+                        attr(tag, 0, "prefix")
+                            .and_then(|p| p.parse().ok())
+                            .or_else(|| {
+                                attr(tag, 0, "netmask")
+                                    .and_then(|m| m.parse::<std::net::Ipv4Addr>().ok())
+                                    .map(|m| u32::from(m).count_ones() as u8)
+                            });
                     if let Some(net) = prefix.and_then(|p| Ipv4Net::new(addr, p).ok()) {
                         subnets.push(net.trunc());
                     }
@@ -174,7 +191,10 @@ impl Hypervisor for VirtHost {
     fn ensure_network(&self, name: &str, xml: &str) -> Result<()> {
         let net = match optional(self.network(name))? {
             Some(n) => n,
-            None => self.conn.define_network_xml(xml).map_err(wrap("define network", name))?,
+            None => self
+                .conn
+                .define_network_xml(xml)
+                .map_err(wrap("define network", name))?,
         };
         if !net.is_active().map_err(wrap("query network", name))? {
             net.create().map_err(wrap("start network", name))?;
@@ -199,7 +219,10 @@ impl Hypervisor for VirtHost {
         let pool = match optional(self.pool(name))? {
             Some(p) => p,
             None => {
-                let p = self.conn.define_storage_pool_xml(xml, 0).map_err(wrap("define pool", name))?;
+                let p = self
+                    .conn
+                    .define_storage_pool_xml(xml, 0)
+                    .map_err(wrap("define pool", name))?;
                 p.build(0).map_err(wrap("build pool", name))?;
                 p
             }
@@ -220,8 +243,14 @@ impl Hypervisor for VirtHost {
     }
 
     fn pool_names(&self) -> Result<Vec<String>> {
-        let pools = self.conn.list_all_storage_pools(0).map_err(wrap("list", "pools"))?;
-        pools.iter().map(|p| p.name().map_err(wrap("read", "pool name"))).collect()
+        let pools = self
+            .conn
+            .list_all_storage_pools(0)
+            .map_err(wrap("list", "pools"))?;
+        pools
+            .iter()
+            .map(|p| p.name().map_err(wrap("read", "pool name")))
+            .collect()
     }
 
     fn remove_pool(&self, name: &str) -> Result<bool> {
@@ -232,12 +261,16 @@ impl Hypervisor for VirtHost {
             pool.create(0).map_err(wrap("start pool", name))?;
         }
         pool.refresh(0).map_err(wrap("refresh pool", name))?;
-        for v in pool.list_all_volumes(0).map_err(wrap("list volumes of", name))? {
+        for v in pool
+            .list_all_volumes(0)
+            .map_err(wrap("list volumes of", name))?
+        {
             let vname = v.name().unwrap_or_default();
             v.delete(0).map_err(wrap("delete volume", &vname))?;
         }
         pool.destroy().map_err(wrap("stop pool", name))?;
-        pool.delete(0).map_err(wrap("delete folder of pool", name))?;
+        pool.delete(0)
+            .map_err(wrap("delete folder of pool", name))?;
         pool.undefine().map_err(wrap("undefine pool", name))?;
         Ok(true)
     }
@@ -246,7 +279,10 @@ impl Hypervisor for VirtHost {
         let p = self.pool(pool)?;
         p.refresh(0).map_err(wrap("refresh pool", pool))?;
         let mut out = Vec::new();
-        for v in p.list_all_volumes(0).map_err(wrap("list volumes of", pool))? {
+        for v in p
+            .list_all_volumes(0)
+            .map_err(wrap("list volumes of", pool))?
+        {
             let name = v.name().map_err(wrap("read", "volume name"))?;
             let info = v.info().map_err(wrap("read volume", &name))?;
             out.push(VolumeInfo {
@@ -275,7 +311,8 @@ impl Hypervisor for VirtHost {
     ) -> Result<()> {
         let v = self.vol(pool, name)?;
         let stream = Stream::new(&self.conn, 0).map_err(wrap("open stream for", name))?;
-        v.upload(&stream, 0, len, 0).map_err(wrap("upload to", name))?;
+        v.upload(&stream, 0, len, 0)
+            .map_err(wrap("upload to", name))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut sent = 0u64;
         loop {
@@ -304,7 +341,8 @@ impl Hypervisor for VirtHost {
         let size = v.info().map_err(wrap("read volume", name))?.capacity;
         let offset = size.saturating_sub(max);
         let stream = Stream::new(&self.conn, 0).map_err(wrap("open stream for", name))?;
-        v.download(&stream, offset, size - offset, 0).map_err(wrap("download", name))?;
+        v.download(&stream, offset, size - offset, 0)
+            .map_err(wrap("download", name))?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 << 10];
         loop {
@@ -321,12 +359,18 @@ impl Hypervisor for VirtHost {
     fn delete_volume(&self, pool: &str, name: &str) -> Result<bool> {
         match optional(self.vol(pool, name))? {
             None => Ok(false),
-            Some(v) => v.delete(0).map(|_| true).map_err(wrap("delete volume", name)),
+            Some(v) => v
+                .delete(0)
+                .map(|_| true)
+                .map_err(wrap("delete volume", name)),
         }
     }
 
     fn domains(&self, prefix: &str) -> Result<Vec<String>> {
-        let doms = self.conn.list_all_domains(0).map_err(wrap("list", "domains"))?;
+        let doms = self
+            .conn
+            .list_all_domains(0)
+            .map_err(wrap("list", "domains"))?;
         let mut names: Vec<String> = doms
             .iter()
             .filter_map(|d| d.name().ok())
@@ -360,11 +404,17 @@ impl Hypervisor for VirtHost {
 
     fn define_domain(&self, xml: &str) -> Result<()> {
         let name = xml_text(xml, "name").unwrap_or("?");
-        self.conn.define_domain_xml(xml).map(|_| ()).map_err(wrap("define domain", name))
+        self.conn
+            .define_domain_xml(xml)
+            .map(|_| ())
+            .map_err(wrap("define domain", name))
     }
 
     fn start_domain(&self, name: &str) -> Result<()> {
-        self.domain(name)?.create().map(|_| ()).map_err(wrap("start domain", name))
+        self.domain(name)?
+            .create()
+            .map(|_| ())
+            .map_err(wrap("start domain", name))
     }
 
     fn stop_domain(&self, name: &str) -> Result<()> {
@@ -386,20 +436,28 @@ impl Hypervisor for VirtHost {
             | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
             | sys::VIR_DOMAIN_UNDEFINE_NVRAM;
-        d.undefine_flags(flags).map_err(wrap("undefine domain", name))?;
+        d.undefine_flags(flags)
+            .map_err(wrap("undefine domain", name))?;
         Ok(true)
     }
 
     fn suspend_domain(&self, name: &str) -> Result<()> {
-        self.domain(name)?.suspend().map(|_| ()).map_err(wrap("pause domain", name))
+        self.domain(name)?
+            .suspend()
+            .map(|_| ())
+            .map_err(wrap("pause domain", name))
     }
 
     fn resume_domain(&self, name: &str) -> Result<()> {
-        self.domain(name)?.resume().map(|_| ()).map_err(wrap("resume domain", name))
+        self.domain(name)?
+            .resume()
+            .map(|_| ())
+            .map_err(wrap("resume domain", name))
     }
 
     fn external_snapshot(&self, name: &str, snapshot_xml: &str, disk_only: bool) -> Result<()> {
-        let mut flags = sys::VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA | sys::VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
+        let mut flags =
+            sys::VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA | sys::VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
         if disk_only {
             flags |= sys::VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
         }
@@ -430,6 +488,9 @@ mod tests {
         let x = "<ip address='10.0.0.1' netmask=\"255.255.255.0\">";
         assert_eq!(attr(x, 0, "address"), Some("10.0.0.1"));
         assert_eq!(attr(x, 0, "netmask"), Some("255.255.255.0"));
-        assert_eq!(xml_text("<pool><target><path>/a/b</path></target></pool>", "path"), Some("/a/b"));
+        assert_eq!(
+            xml_text("<pool><target><path>/a/b</path></target></pool>", "path"),
+            Some("/a/b")
+        );
     }
 }

@@ -20,7 +20,12 @@ pub struct LabFileError {
 }
 
 impl LabFileError {
-    fn at(source: &Source, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    fn at(
+        source: &Source,
+        text: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let (line, col) = match span {
             Some(s) => line_col(text, s.start),
             None => (1, 1),
@@ -86,9 +91,8 @@ fn io_cause(e: &std::io::Error) -> String {
 
 /// Parses and validates lab file text that came from `source`.
 pub fn load_str(source: Source, text: &str) -> Result<Lab, LabFileError> {
-    let raw: LabFile = toml::from_str(text).map_err(|e| {
-        LabFileError::at(&source, text, e.span(), e.message().trim().to_string())
-    })?;
+    let raw: LabFile = toml::from_str(text)
+        .map_err(|e| LabFileError::at(&source, text, e.span(), e.message().trim().to_string()))?;
     Validator {
         source: &source,
         text,
@@ -103,7 +107,12 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn err<T>(&self, span: Range<usize>, message: impl Into<String>) -> Result<T, LabFileError> {
-        Err(LabFileError::at(self.source, self.text, Some(span), message))
+        Err(LabFileError::at(
+            self.source,
+            self.text,
+            Some(span),
+            message,
+        ))
     }
 
     fn lab(&self, raw: LabFile) -> Result<Lab, LabFileError> {
@@ -114,7 +123,9 @@ impl Validator<'_> {
             Some(a) => match a.get_ref().as_str() {
                 "amd64" => Arch::Amd64,
                 "arm64" => Arch::Arm64,
-                other => return self.err(a.span(), format!("unknown arch `{other}` (amd64 or arm64)")),
+                other => {
+                    return self.err(a.span(), format!("unknown arch `{other}` (amd64 or arm64)"))
+                }
             },
         };
         let mirror = match &raw.mirror {
@@ -144,7 +155,8 @@ impl Validator<'_> {
         let s = n.get_ref();
         let ok = s.len() <= 32
             && s.starts_with(|c: char| c.is_ascii_lowercase())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !ok {
             return self.err(
                 n.span(),
@@ -160,25 +172,38 @@ impl Validator<'_> {
             Err(_) => {
                 return self.err(
                     n.subnet.span(),
-                    format!("`{}` is not an IPv4 subnet like 172.16.0.0/24", n.subnet.get_ref()),
+                    format!(
+                        "`{}` is not an IPv4 subnet like 172.16.0.0/24",
+                        n.subnet.get_ref()
+                    ),
                 )
             }
         };
         if subnet.network() != subnet.addr() {
             return self.err(
                 n.subnet.span(),
-                format!("`{}` has host bits set; did you mean {}?", n.subnet.get_ref(), subnet.trunc()),
+                format!(
+                    "`{}` has host bits set; did you mean {}?",
+                    n.subnet.get_ref(),
+                    subnet.trunc()
+                ),
             );
         }
         if subnet.prefix_len() > 29 || subnet.prefix_len() < 8 {
-            return self.err(n.subnet.span(), "the subnet's prefix must be between /8 and /29");
+            return self.err(
+                n.subnet.span(),
+                "the subnet's prefix must be between /8 and /29",
+            );
         }
         let gateway = match &n.gateway {
             None => subnet.hosts().next().expect("a /29 or larger has hosts"),
             Some(g) => {
                 let ip = self.ip(g)?;
                 if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
-                    return self.err(g.span(), format!("gateway {ip} is not a host address of {subnet}"));
+                    return self.err(
+                        g.span(),
+                        format!("gateway {ip} is not a host address of {subnet}"),
+                    );
                 }
                 ip
             }
@@ -187,16 +212,26 @@ impl Validator<'_> {
             None | Some(("nat", _)) => NetworkMode::Nat,
             Some(("isolated", _)) => NetworkMode::Isolated,
             Some((other, span)) => {
-                return self.err(span, format!("unknown network mode `{other}` (nat or isolated)"))
+                return self.err(
+                    span,
+                    format!("unknown network mode `{other}` (nat or isolated)"),
+                )
             }
         };
-        Ok(Network { subnet, gateway, mode })
+        Ok(Network {
+            subnet,
+            gateway,
+            mode,
+        })
     }
 
     fn ip(&self, s: &Spanned<String>) -> Result<Ipv4Addr, LabFileError> {
-        s.get_ref()
-            .parse()
-            .or_else(|_| self.err(s.span(), format!("`{}` is not an IPv4 address", s.get_ref())))
+        s.get_ref().parse().or_else(|_| {
+            self.err(
+                s.span(),
+                format!("`{}` is not an IPv4 address", s.get_ref()),
+            )
+        })
     }
 
     fn size(&self, s: &Spanned<String>) -> Result<u64, LabFileError> {
@@ -205,10 +240,16 @@ impl Validator<'_> {
 
     fn url(&self, s: &Spanned<String>) -> Result<String, LabFileError> {
         let u = s.get_ref();
-        if ["http://", "https://", "file://"].iter().any(|p| u.starts_with(p)) {
+        if ["http://", "https://", "file://"]
+            .iter()
+            .any(|p| u.starts_with(p))
+        {
             Ok(u.clone())
         } else {
-            self.err(s.span(), format!("`{u}` is not an http(s):// or file:// URL"))
+            self.err(
+                s.span(),
+                format!("`{u}` is not an http(s):// or file:// URL"),
+            )
         }
     }
 
@@ -221,7 +262,11 @@ impl Validator<'_> {
         }
     }
 
-    fn images(&self, raw: &[ImageFile], arch: Arch) -> Result<BTreeMap<String, Image>, LabFileError> {
+    fn images(
+        &self,
+        raw: &[ImageFile],
+        arch: Arch,
+    ) -> Result<BTreeMap<String, Image>, LabFileError> {
         let mut images = BTreeMap::new();
         for f in IMAGE_CATALOG.files() {
             let text = f.contents_utf8().expect("catalog files are UTF-8");
@@ -235,7 +280,10 @@ impl Validator<'_> {
         let mut seen = HashSet::new();
         for r in raw {
             if !seen.insert(r.name.get_ref().clone()) {
-                return self.err(r.name.span(), format!("image `{}` is defined twice", r.name.get_ref()));
+                return self.err(
+                    r.name.span(),
+                    format!("image `{}` is defined twice", r.name.get_ref()),
+                );
             }
             let img = self.image(r, arch)?;
             images.insert(img.name.clone(), img);
@@ -245,13 +293,22 @@ impl Validator<'_> {
 
     fn image(&self, r: &ImageFile, arch: Arch) -> Result<Image, LabFileError> {
         let url = self.url(&r.url)?.replace("{arch}", arch.as_str());
-        let checksum = self.checksum(&r.url, r.sha256.as_ref(), r.checksum_url.as_ref(), false, &|u| {
-            u.replace("{arch}", arch.as_str())
-        })?;
+        let checksum = self.checksum(
+            &r.url,
+            r.sha256.as_ref(),
+            r.checksum_url.as_ref(),
+            false,
+            &|u| u.replace("{arch}", arch.as_str()),
+        )?;
         let format = match r.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
             None | Some(("qcow2", _)) => ImageFormat::Qcow2,
             Some(("raw", _)) => ImageFormat::Raw,
-            Some((other, span)) => return self.err(span, format!("unknown image format `{other}` (qcow2 or raw)")),
+            Some((other, span)) => {
+                return self.err(
+                    span,
+                    format!("unknown image format `{other}` (qcow2 or raw)"),
+                )
+            }
         };
         Ok(Image {
             name: r.name.get_ref().clone(),
@@ -304,14 +361,25 @@ impl Validator<'_> {
         for m in &raw.machines {
             let name = m.name.get_ref();
             if !is_dns_label(name) {
-                return self.err(m.name.span(), format!("machine name `{name}` is not a DNS label ([a-z0-9-], 1-63 characters)"));
+                return self.err(
+                    m.name.span(),
+                    format!(
+                        "machine name `{name}` is not a DNS label ([a-z0-9-], 1-63 characters)"
+                    ),
+                );
             }
             if !names.insert(name.clone()) {
                 return self.err(m.name.span(), format!("machine `{name}` is defined twice"));
             }
             let ip = self.ip(&m.ip)?;
-            if !network.subnet.contains(&ip) || ip == network.subnet.network() || ip == network.subnet.broadcast() {
-                return self.err(m.ip.span(), format!("{ip} is outside the lab's subnet {}", network.subnet));
+            if !network.subnet.contains(&ip)
+                || ip == network.subnet.network()
+                || ip == network.subnet.broadcast()
+            {
+                return self.err(
+                    m.ip.span(),
+                    format!("{ip} is outside the lab's subnet {}", network.subnet),
+                );
             }
             if ip == network.gateway {
                 return self.err(m.ip.span(), format!("{ip} is the gateway's address"));
@@ -320,11 +388,16 @@ impl Validator<'_> {
                 return self.err(m.ip.span(), format!("address {ip} is used by two machines"));
             }
             let image = m.image.as_ref().or(d.image.as_ref());
-            let image_name = image.map(|i| i.get_ref().clone()).unwrap_or_else(|| DEFAULT_IMAGE.into());
+            let image_name = image
+                .map(|i| i.get_ref().clone())
+                .unwrap_or_else(|| DEFAULT_IMAGE.into());
             if !images.contains_key(&image_name) {
                 let known: Vec<_> = images.keys().cloned().collect();
                 let span = image.map(|i| i.span()).unwrap_or(m.name.span());
-                return self.err(span, format!("unknown image `{image_name}` (known: {})", known.join(", ")));
+                return self.err(
+                    span,
+                    format!("unknown image `{image_name}` (known: {})", known.join(", ")),
+                );
             }
             let cpus = match m.cpus.as_ref().or(d.cpus.as_ref()) {
                 None => DEFAULT_CPUS,
@@ -360,7 +433,9 @@ impl Validator<'_> {
                     let ok = !s.is_empty()
                         && s.len() <= 32
                         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+                        && s.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                        });
                     if !ok || s == "root" {
                         return self.err(u.span(), format!("`{s}` is not a usable login name"));
                     }
@@ -393,7 +468,10 @@ impl Validator<'_> {
                 }
                 for m in l.get_ref() {
                     if !all.contains(m) {
-                        return self.err(l.span(), format!("unknown machine `{m}` (machines: {})", all.join(", ")));
+                        return self.err(
+                            l.span(),
+                            format!("unknown machine `{m}` (machines: {})", all.join(", ")),
+                        );
                     }
                 }
                 Ok(l.get_ref().clone())
@@ -407,11 +485,24 @@ impl Validator<'_> {
             Some(s) => u32::from_str_radix(s.get_ref().trim_start_matches("0o"), 8)
                 .ok()
                 .filter(|&v| v <= 0o7777)
-                .map_or_else(|| self.err(s.span(), format!("`{}` is not an octal file mode like \"0755\"", s.get_ref())), Ok),
+                .map_or_else(
+                    || {
+                        self.err(
+                            s.span(),
+                            format!("`{}` is not an octal file mode like \"0755\"", s.get_ref()),
+                        )
+                    },
+                    Ok,
+                ),
         }
     }
 
-    fn downloads(&self, raw: &[DownloadFile], arch: Arch, machines: &[String]) -> Result<Vec<Download>, LabFileError> {
+    fn downloads(
+        &self,
+        raw: &[DownloadFile],
+        arch: Arch,
+        machines: &[String],
+    ) -> Result<Vec<Download>, LabFileError> {
         let mut names = HashSet::new();
         let mut dests = HashSet::new();
         let mut out = Vec::new();
@@ -421,11 +512,23 @@ impl Validator<'_> {
                 return self.err(d.name.span(), format!("download `{name}` is defined twice"));
             }
             let version = d.version.clone().unwrap_or_default();
-            let expand = |u: &str| u.replace("{version}", &version).replace("{arch}", arch.as_str());
+            let expand = |u: &str| {
+                u.replace("{version}", &version)
+                    .replace("{arch}", arch.as_str())
+            };
             let url = expand(&self.url(&d.url)?);
-            let pinned = d.sha256_by_arch.get(arch.as_str()).map(|s| Spanned::new(d.url.span(), s.clone()));
+            let pinned = d
+                .sha256_by_arch
+                .get(arch.as_str())
+                .map(|s| Spanned::new(d.url.span(), s.clone()));
             let sha = d.sha256.as_ref().or(pinned.as_ref());
-            let checksum = self.checksum(&d.url, sha, d.checksum_url.as_ref(), d.insecure_no_checksum, &expand)?;
+            let checksum = self.checksum(
+                &d.url,
+                sha,
+                d.checksum_url.as_ref(),
+                d.insecure_no_checksum,
+                &expand,
+            )?;
             let file_name = match &d.as_name {
                 Some(a) => {
                     if a.get_ref().is_empty() || a.get_ref().contains('/') {
@@ -433,14 +536,26 @@ impl Validator<'_> {
                     }
                     a.get_ref().clone()
                 }
-                None => url.rsplit('/').next().filter(|s| !s.is_empty()).map(str::to_string).map_or_else(
-                    || self.err(d.url.span(), "the URL ends in / so the file has no name; add as = \"…\""),
-                    Ok,
-                )?,
+                None => url
+                    .rsplit('/')
+                    .next()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .map_or_else(
+                        || {
+                            self.err(
+                                d.url.span(),
+                                "the URL ends in / so the file has no name; add as = \"…\"",
+                            )
+                        },
+                        Ok,
+                    )?,
             };
             let dest = match &d.dest {
                 None => DEFAULT_DEST.to_string(),
-                Some(p) if p.get_ref().starts_with('/') => p.get_ref().trim_end_matches('/').to_string(),
+                Some(p) if p.get_ref().starts_with('/') => {
+                    p.get_ref().trim_end_matches('/').to_string()
+                }
                 Some(p) => return self.err(p.span(), "dest must be an absolute path"),
             };
             let dest_path = format!("{dest}/{file_name}");
@@ -460,29 +575,50 @@ impl Validator<'_> {
         Ok(out)
     }
 
-    fn checkpoints(&self, raw: &[CheckpointFile], machines: &[String]) -> Result<Vec<Checkpoint>, LabFileError> {
+    fn checkpoints(
+        &self,
+        raw: &[CheckpointFile],
+        machines: &[String],
+    ) -> Result<Vec<Checkpoint>, LabFileError> {
         let mut known: BTreeSet<String> = BTreeSet::from([BASE.to_string()]);
         let mut out = Vec::new();
         let mut previous = BASE.to_string();
         for c in raw {
             let name = c.name.get_ref();
             if !is_checkpoint_name(name) {
-                return self.err(c.name.span(), format!("checkpoint name `{name}` must match [a-z0-9][a-z0-9._-]{{0,62}}"));
+                return self.err(
+                    c.name.span(),
+                    format!("checkpoint name `{name}` must match [a-z0-9][a-z0-9._-]{{0,62}}"),
+                );
             }
             if !known.insert(name.clone()) {
-                return self.err(c.name.span(), format!("checkpoint `{name}` is defined twice"));
+                return self.err(
+                    c.name.span(),
+                    format!("checkpoint `{name}` is defined twice"),
+                );
             }
             let after = match &c.after {
                 None => previous.clone(),
-                Some(a) if known.contains(a.get_ref()) && a.get_ref() != name => a.get_ref().clone(),
+                Some(a) if known.contains(a.get_ref()) && a.get_ref() != name => {
+                    a.get_ref().clone()
+                }
                 Some(a) => {
-                    return self.err(a.span(), format!("`after` names `{}`, which is not `base` or an earlier checkpoint", a.get_ref()))
+                    return self.err(
+                        a.span(),
+                        format!(
+                            "`after` names `{}`, which is not `base` or an earlier checkpoint",
+                            a.get_ref()
+                        ),
+                    )
                 }
             };
             let mut aliases = Vec::new();
             for a in &c.aliases {
                 if !is_checkpoint_name(a.get_ref()) || !known.insert(a.get_ref().clone()) {
-                    return self.err(a.span(), format!("alias `{}` is not a free checkpoint name", a.get_ref()));
+                    return self.err(
+                        a.span(),
+                        format!("alias `{}` is not a free checkpoint name", a.get_ref()),
+                    );
                 }
                 aliases.push(a.get_ref().clone());
             }
@@ -493,7 +629,10 @@ impl Validator<'_> {
             let mut checks = Vec::new();
             for (i, k) in c.checks.iter().enumerate() {
                 checks.push(Check {
-                    name: k.name.clone().unwrap_or_else(|| format!("{name} check {}", i + 1)),
+                    name: k
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("{name} check {}", i + 1)),
                     machines: self.machine_list(k.machines.as_ref(), machines)?,
                     run: k.run.get_ref().clone(),
                 });
@@ -526,7 +665,13 @@ impl Validator<'_> {
                         return self.err(c.from.span(), "copy `from` is MACHINE:/path");
                     };
                     if !machines.iter().any(|x| x == m) || !p.starts_with('/') {
-                        return self.err(c.from.span(), format!("`{}` does not name a machine of the lab and an absolute path", c.from.get_ref()));
+                        return self.err(
+                            c.from.span(),
+                            format!(
+                                "`{}` does not name a machine of the lab and an absolute path",
+                                c.from.get_ref()
+                            ),
+                        );
                     }
                     if !c.to.get_ref().starts_with('/') {
                         return self.err(c.to.span(), "copy `to` must be an absolute path");
@@ -541,26 +686,47 @@ impl Validator<'_> {
                 StepAction::Copy(copies)
             }
             _ => {
-                let span = s.script.as_ref().or(s.run.as_ref()).map(|x| x.span()).or(s.machines.as_ref().map(|m| m.span())).unwrap_or(0..0);
-                return self.err(span, "a step has exactly one of script = \"…\", run = \"…\" or copy = [ … ]");
+                let span = s
+                    .script
+                    .as_ref()
+                    .or(s.run.as_ref())
+                    .map(|x| x.span())
+                    .or(s.machines.as_ref().map(|m| m.span()))
+                    .unwrap_or(0..0);
+                return self.err(
+                    span,
+                    "a step has exactly one of script = \"…\", run = \"…\" or copy = [ … ]",
+                );
             }
         };
-        Ok(Step { machines: list, action })
+        Ok(Step {
+            machines: list,
+            action,
+        })
     }
 
     fn script(&self, p: &Spanned<String>) -> Result<String, LabFileError> {
         let rel = p.get_ref();
         if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
-            return self.err(p.span(), "a script path is relative to the lab file and stays inside its folder");
+            return self.err(
+                p.span(),
+                "a script path is relative to the lab file and stays inside its folder",
+            );
         }
         let text = match self.source {
-            Source::Embedded => EMBEDDED_LAB.get_file(rel).and_then(|f| f.contents_utf8()).map(str::to_string),
+            Source::Embedded => EMBEDDED_LAB
+                .get_file(rel)
+                .and_then(|f| f.contents_utf8())
+                .map(str::to_string),
             Source::File(path) => {
                 let dir = path.parent().unwrap_or(Path::new("."));
                 fs_err::read_to_string(dir.join(rel)).ok()
             }
         };
-        text.map_or_else(|| self.err(p.span(), format!("script `{rel}` cannot be read")), Ok)
+        text.map_or_else(
+            || self.err(p.span(), format!("script `{rel}` cannot be read")),
+            Ok,
+        )
     }
 }
 
@@ -569,7 +735,8 @@ fn is_dns_label(s: &str) -> bool {
         && s.len() <= 63
         && !s.starts_with('-')
         && !s.ends_with('-')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// `[a-z0-9][a-z0-9._-]{0,62}`: the rule for checkpoint names, given and user-made.
@@ -577,5 +744,6 @@ pub fn is_checkpoint_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }

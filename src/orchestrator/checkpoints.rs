@@ -20,7 +20,10 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -61,14 +64,28 @@ fn dom(ctx: &Context, machine: &str) -> String {
 }
 
 /// Takes a checkpoint of the whole lab. `key` marks checkpoints built from the lab file.
-pub async fn snapshot(ctx: &Context, name: &str, disk_only: bool, force: bool, key: Option<String>) -> Result<Record> {
+pub async fn snapshot(
+    ctx: &Context,
+    name: &str,
+    disk_only: bool,
+    force: bool,
+    key: Option<String>,
+) -> Result<Record> {
     let mut state = ctx.state()?;
     report_pending(ctx, &mut state);
     if let Some(old) = state.checkpoints.get(name) {
         if !force {
-            return Err(Error::Failed(format!("checkpoint `{name}` exists (taken {}); --force replaces it", old.created)));
+            return Err(Error::Failed(format!(
+                "checkpoint `{name}` exists (taken {}); --force replaces it",
+                old.created
+            )));
         }
-        if state.checkpoints.values().any(|r| r.parent.as_deref() == Some(name)) || state.current.as_deref() == Some(name) {
+        if state
+            .checkpoints
+            .values()
+            .any(|r| r.parent.as_deref() == Some(name))
+            || state.current.as_deref() == Some(name)
+        {
             return Err(Error::Failed(format!(
                 "checkpoint `{name}` cannot be replaced: other checkpoints or the running machines are built on it; \
                  take a new name"
@@ -84,7 +101,9 @@ pub async fn snapshot(ctx: &Context, name: &str, disk_only: bool, force: bool, k
     let pool = ctx.pool();
     let pool_path = {
         let p = pool.clone();
-        call(&ctx.hv, move |hv| hv.pool_path(&p)).await?.ok_or_else(|| Error::NotUp(ctx.lab.name.clone()))?
+        call(&ctx.hv, move |hv| hv.pool_path(&p))
+            .await?
+            .ok_or_else(|| Error::NotUp(ctx.lab.name.clone()))?
     };
     state.pending = Some(format!("snapshot {name}"));
     ctx.save(&state)?;
@@ -106,7 +125,10 @@ pub async fn snapshot(ctx: &Context, name: &str, disk_only: bool, force: bool, k
         let mem_path = memory.as_ref().map(|v| format!("{pool_path}/{v}"));
         let snap = xml::external_snapshot(&format!("lab-{gen}"), mem_path.as_deref(), &next);
         async move {
-            call(&ctx.hv, move |hv| hv.external_snapshot(&d, &snap, disk_only)).await?;
+            call(&ctx.hv, move |hv| {
+                hv.external_snapshot(&d, &snap, disk_only)
+            })
+            .await?;
             Ok(MachineRecord { layer, memory })
         }
     })
@@ -150,7 +172,11 @@ pub async fn snapshot(ctx: &Context, name: &str, disk_only: bool, force: bool, k
     ctx.save(&state)?;
     ctx.ui.info(&format!(
         "checkpoint `{name}` taken ({}; machines paused {:.2} s)",
-        if disk_only { "disks" } else { "disks and memory" },
+        if disk_only {
+            "disks"
+        } else {
+            "disks and memory"
+        },
         paused_for.as_secs_f64()
     ));
     Ok(record)
@@ -169,7 +195,11 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
     let pool = ctx.pool();
     let vols: BTreeMap<String, u64> = {
         let p = pool.clone();
-        call(&ctx.hv, move |hv| hv.volumes(&p)).await?.into_iter().map(|v| (v.name, v.allocation)).collect()
+        call(&ctx.hv, move |hv| hv.volumes(&p))
+            .await?
+            .into_iter()
+            .map(|v| (v.name, v.allocation))
+            .collect()
     };
     for (m, mr) in &record.machines {
         for v in std::iter::once(&mr.layer).chain(mr.memory.iter()) {
@@ -182,7 +212,9 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
     }
     let pool_path = {
         let p = pool.clone();
-        call(&ctx.hv, move |hv| hv.pool_path(&p)).await?.ok_or_else(|| Error::NotUp(ctx.lab.name.clone()))?
+        call(&ctx.hv, move |hv| hv.pool_path(&p))
+            .await?
+            .ok_or_else(|| Error::NotUp(ctx.lab.name.clone()))?
     };
     state.pending = Some(format!("restore {name}"));
     ctx.save(&state)?;
@@ -217,10 +249,20 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
                     hv.stop_domain(&d)?;
                 }
                 let _ = hv.delete_volume(&pool, &disk_vol);
-                hv.create_volume(&pool, &xml::overlay(&disk_vol, machine.disk, &format!("{pool_path}/{}", mr.layer), "qcow2"))?;
+                hv.create_volume(
+                    &pool,
+                    &xml::overlay(
+                        &disk_vol,
+                        machine.disk,
+                        &format!("{pool_path}/{}", mr.layer),
+                        "qcow2",
+                    ),
+                )?;
                 hv.define_domain(&domain_xml)?;
                 match &mr.memory {
-                    Some(mem) => hv.restore_memory(&format!("{pool_path}/{mem}"), &domain_xml, true),
+                    Some(mem) => {
+                        hv.restore_memory(&format!("{pool_path}/{mem}"), &domain_xml, true)
+                    }
                     None => hv.start_domain(&d),
                 }
             })
@@ -244,17 +286,36 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
     if keep_undo {
         let machines = old_gens
             .iter()
-            .map(|(m, g)| (m.clone(), MachineRecord { layer: names::vol::active(m, *g), memory: None }))
+            .map(|(m, g)| {
+                (
+                    m.clone(),
+                    MachineRecord {
+                        layer: names::vol::active(m, *g),
+                        memory: None,
+                    },
+                )
+            })
             .collect();
         state.checkpoints.insert(
             UNDO.into(),
-            Record { name: UNDO.into(), parent: state.current.clone(), created: now_rfc3339(), memory: false, key: None, machines },
+            Record {
+                name: UNDO.into(),
+                parent: state.current.clone(),
+                created: now_rfc3339(),
+                memory: false,
+                key: None,
+                machines,
+            },
         );
     } else {
         // Restoring `undo` consumes nothing: its layer stays as the base of the new disks.
         for (m, g) in &old_gens {
             let (p, v) = (pool.clone(), names::vol::active(m, *g));
-            if !state.checkpoints.values().any(|r| r.machines.values().any(|x| x.layer == v)) {
+            if !state
+                .checkpoints
+                .values()
+                .any(|r| r.machines.values().any(|x| x.layer == v))
+            {
                 let _ = call(&ctx.hv, move |hv| hv.delete_volume(&p, &v)).await;
             }
         }
@@ -267,13 +328,20 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
         sync_clocks(ctx).await?;
     } else {
         let deadline = Instant::now() + boot_timeout();
-        for_each_machine(ctx, |m| async move { wait_ready(ctx, &ctx.target(&m)?, deadline).await }).await?;
+        for_each_machine(ctx, |m| async move {
+            wait_ready(ctx, &ctx.target(&m)?, deadline).await
+        })
+        .await?;
     }
     ctx.ui.info(&format!(
         "restored `{name}` on {} machine(s) in {:.1} s{}",
         record.machines.len(),
         resumed.as_secs_f64(),
-        if keep_undo { "; your previous state is kept as `undo` (`lab restore undo` brings it back)" } else { "" }
+        if keep_undo {
+            "; your previous state is kept as `undo` (`lab restore undo` brings it back)"
+        } else {
+            ""
+        }
     ));
     Ok(())
 }
@@ -282,7 +350,11 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
 async fn current_accel(ctx: &Context) -> Result<xml::Accel> {
     let d = dom(ctx, &ctx.lab.machines[0].name);
     let x = call(&ctx.hv, move |hv| hv.domain_xml(&d)).await?;
-    Ok(if x.contains("type='kvm'") || x.contains("type=\"kvm\"") { xml::Accel::Kvm } else { xml::Accel::Tcg })
+    Ok(if x.contains("type='kvm'") || x.contains("type=\"kvm\"") {
+        xml::Accel::Kvm
+    } else {
+        xml::Accel::Tcg
+    })
 }
 
 /// Sets every guest clock to the host's time (a restored guest keeps the clock of its checkpoint).
@@ -295,12 +367,20 @@ pub async fn sync_clocks(ctx: &Context) -> Result<()> {
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
                 // The time is taken as late as possible: the command is built right before ssh starts.
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                let cmd = format!("sudo -n date -u -s @{}.{:03} >/dev/null", now.as_secs(), now.subsec_millis());
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let cmd = format!(
+                    "sudo -n date -u -s @{}.{:03} >/dev/null",
+                    now.as_secs(),
+                    now.subsec_millis()
+                );
                 match ssh::run(&t, &keys, &cmd, None, Duration::from_secs(30)).await {
                     Ok(o) if o.code == 0 => return Ok(()),
                     _ if Instant::now() > deadline => {
-                        return Err(Error::Failed(format!("{m}: could not set the clock after the restore")))
+                        return Err(Error::Failed(format!(
+                            "{m}: could not set the clock after the restore"
+                        )))
                     }
                     _ => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
@@ -317,7 +397,11 @@ async fn retire_undo(ctx: &Context, state: &mut State) -> Result<()> {
     if !state.checkpoints.contains_key(UNDO) {
         return Ok(());
     }
-    let used = state.current.as_deref() == Some(UNDO) || state.checkpoints.values().any(|r| r.parent.as_deref() == Some(UNDO));
+    let used = state.current.as_deref() == Some(UNDO)
+        || state
+            .checkpoints
+            .values()
+            .any(|r| r.parent.as_deref() == Some(UNDO));
     if used {
         let mut r = state.checkpoints.remove(UNDO).expect("present");
         let new = format!("undo-{}", r.created.replace([':', '-'], "").to_lowercase());
@@ -339,7 +423,9 @@ async fn retire_undo(ctx: &Context, state: &mut State) -> Result<()> {
 
 /// Deletes a checkpoint's files and record. Layers that running disks sit on stay until `destroy`.
 async fn remove_record(ctx: &Context, state: &mut State, name: &str) -> Result<()> {
-    let Some(r) = state.checkpoints.remove(name) else { return Ok(()) };
+    let Some(r) = state.checkpoints.remove(name) else {
+        return Ok(());
+    };
     for (m, mr) in r.machines {
         let active_parent = state.current.as_deref() == Some(name);
         let mut vols: Vec<String> = mr.memory.into_iter().collect();
@@ -366,8 +452,12 @@ pub async fn remove(ctx: &Context, name: &str, recursive: bool) -> Result<Vec<St
     let mut order = vec![name.to_string()];
     let mut i = 0;
     while i < order.len() {
-        let kids: Vec<String> =
-            state.checkpoints.values().filter(|r| r.parent.as_deref() == Some(order[i].as_str())).map(|r| r.name.clone()).collect();
+        let kids: Vec<String> = state
+            .checkpoints
+            .values()
+            .filter(|r| r.parent.as_deref() == Some(order[i].as_str()))
+            .map(|r| r.name.clone())
+            .collect();
         if !kids.is_empty() && !recursive {
             return Err(Error::Failed(format!(
                 "checkpoint `{name}` has children ({}); --recursive removes them too",
@@ -377,7 +467,11 @@ pub async fn remove(ctx: &Context, name: &str, recursive: bool) -> Result<Vec<St
         order.extend(kids);
         i += 1;
     }
-    if state.current.as_deref().is_some_and(|c| order.iter().any(|o| o == c)) {
+    if state
+        .current
+        .as_deref()
+        .is_some_and(|c| order.iter().any(|o| o == c))
+    {
         return Err(Error::Failed(format!(
             "the machines run on checkpoint `{}`; restore another checkpoint first",
             state.current.clone().unwrap_or_default()
@@ -412,13 +506,20 @@ pub async fn list(ctx: &Context) -> Result<Vec<Listed>> {
         BTreeMap::new()
     } else {
         let p = ctx.pool();
-        call(&ctx.hv, move |hv| hv.volumes(&p)).await.map(|v| v.into_iter().map(|v| (v.name, v.allocation)).collect()).unwrap_or_default()
+        call(&ctx.hv, move |hv| hv.volumes(&p))
+            .await
+            .map(|v| v.into_iter().map(|v| (v.name, v.allocation)).collect())
+            .unwrap_or_default()
     };
     let mut out = Vec::new();
     let mut names: Vec<String> = Vec::new();
     names.push(BASE.into());
     names.extend(ctx.lab.checkpoints.iter().map(|c| c.name.clone()));
-    let mut users: Vec<&Record> = state.checkpoints.values().filter(|r| !names.contains(&r.name)).collect();
+    let mut users: Vec<&Record> = state
+        .checkpoints
+        .values()
+        .filter(|r| !names.contains(&r.name))
+        .collect();
     users.sort_by(|a, b| a.created.cmp(&b.created));
     names.extend(users.iter().map(|r| r.name.clone()));
     for n in names {
@@ -428,16 +529,26 @@ pub async fn list(ctx: &Context) -> Result<Vec<Listed>> {
             continue;
         }
         out.push(Listed {
-            parent: rec.and_then(|r| r.parent.clone()).or_else(|| def.map(|d| d.after.clone())),
+            parent: rec
+                .and_then(|r| r.parent.clone())
+                .or_else(|| def.map(|d| d.after.clone())),
             created: rec.map(|r| r.created.clone()),
             size: rec
-                .map(|r| r.machines.values().flat_map(|m| std::iter::once(&m.layer).chain(m.memory.iter())).filter_map(|v| sizes.get(v)).sum())
+                .map(|r| {
+                    r.machines
+                        .values()
+                        .flat_map(|m| std::iter::once(&m.layer).chain(m.memory.iter()))
+                        .filter_map(|v| sizes.get(v))
+                        .sum()
+                })
                 .unwrap_or(0),
             memory: rec.is_some_and(|r| r.memory),
             built: rec.is_some(),
             stale: rec.is_some_and(|r| checkpoint::is_stale(&ctx.lab, r)),
             defined_in_lab_file: def.is_some() || n == BASE,
-            description: def.and_then(|d| d.description.clone()).or_else(|| (n == BASE).then(|| "the machines right after `lab up`".into())),
+            description: def
+                .and_then(|d| d.description.clone())
+                .or_else(|| (n == BASE).then(|| "the machines right after `lab up`".into())),
             aliases: def.map(|d| d.aliases.clone()).unwrap_or_default(),
             current: state.current.as_deref() == Some(n.as_str()),
             name: n,

@@ -23,30 +23,50 @@ pub async fn destroy(ctx: &Context, purge_cache: bool) -> Result<()> {
     }
     let net = names::network(&lab);
     match call(&ctx.hv, move |hv| hv.remove_network(&net)).await {
-        Ok(true) => ctx.ui.info(&format!("removed network {}", names::network(&lab))),
+        Ok(true) => ctx
+            .ui
+            .info(&format!("removed network {}", names::network(&lab))),
         Ok(false) => {}
         Err(e) => errors.push(e.into()),
     }
     let pool = names::pool(&lab);
     match call(&ctx.hv, move |hv| hv.remove_pool(&pool)).await {
-        Ok(true) => ctx.ui.info(&format!("removed pool {} and its volumes", names::pool(&lab))),
+        Ok(true) => ctx.ui.info(&format!(
+            "removed pool {} and its volumes",
+            names::pool(&lab)
+        )),
         Ok(false) => {}
         Err(e) => errors.push(e.into()),
     }
     let dir = ctx.lab_dir();
     if dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
-            errors.push(Error::Failed(format!("cannot remove {}: {e}", dir.display())));
+            errors.push(Error::Failed(format!(
+                "cannot remove {}: {e}",
+                dir.display()
+            )));
         }
     }
     // The folders lab made to hold labs go too once empty, so the host is left as it was.
-    for d in [ctx.dirs.lab(&lab).parent().map(|p| p.to_path_buf()), Some(ctx.dirs.state.clone())].into_iter().flatten() {
+    for d in [
+        ctx.dirs.lab(&lab).parent().map(|p| p.to_path_buf()),
+        Some(ctx.dirs.state.clone()),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let _ = std::fs::remove_dir(d);
     }
     if purge_cache && ctx.dirs.cache.exists() {
         match std::fs::remove_dir_all(&ctx.dirs.cache) {
-            Ok(()) => ctx.ui.info(&format!("removed the download cache {}", ctx.dirs.cache.display())),
-            Err(e) => errors.push(Error::Failed(format!("cannot remove {}: {e}", ctx.dirs.cache.display()))),
+            Ok(()) => ctx.ui.info(&format!(
+                "removed the download cache {}",
+                ctx.dirs.cache.display()
+            )),
+            Err(e) => errors.push(Error::Failed(format!(
+                "cannot remove {}: {e}",
+                ctx.dirs.cache.display()
+            ))),
         }
     }
     Error::many("destroying the lab", errors)

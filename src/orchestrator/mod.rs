@@ -36,23 +36,48 @@ pub enum Error {
     #[error("lab `{0}` is not up")]
     NotUp(String),
     #[error("lab `{lab}` lives on {uri}, not on {wanted}")]
-    OtherUri { lab: String, uri: String, wanted: String },
+    OtherUri {
+        lab: String,
+        uri: String,
+        wanted: String,
+    },
     #[error("`{name}` exists in libvirt but was not made by lab `{lab}`")]
     NameTaken { lab: String, name: String },
     #[error("no machine `{machine}` in lab `{lab}` (machines: {known})")]
-    UnknownMachine { lab: String, machine: String, known: String },
+    UnknownMachine {
+        lab: String,
+        machine: String,
+        known: String,
+    },
     #[error("{machine} did not answer SSH within {secs} s{console}")]
-    BootTimeout { machine: String, secs: u64, console: String },
+    BootTimeout {
+        machine: String,
+        secs: u64,
+        console: String,
+    },
     #[error("{machine} stopped while booting (state: {state}){console}")]
-    Died { machine: String, state: String, console: String },
+    Died {
+        machine: String,
+        state: String,
+        console: String,
+    },
     #[error("{machine}: cloud-init finished with errors: {detail}")]
     CloudInit { machine: String, detail: String },
     #[error("{machine}: {what} failed with exit code {code}{detail}")]
-    Remote { machine: String, what: String, code: i32, detail: String },
+    Remote {
+        machine: String,
+        what: String,
+        code: i32,
+        detail: String,
+    },
     #[error("{0}")]
     Failed(String),
     #[error("{count} problem(s) while {what}:\n  {list}")]
-    Many { what: String, count: usize, list: String },
+    Many {
+        what: String,
+        count: usize,
+        list: String,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -84,7 +109,11 @@ impl Error {
             n => Err(Error::Many {
                 what: what.into(),
                 count: n,
-                list: errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "),
+                list: errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n  "),
             }),
         }
     }
@@ -111,11 +140,20 @@ impl Context {
     }
 
     pub fn target(&self, machine: &str) -> Result<Target> {
-        let m = self.lab.machine(machine).ok_or_else(|| Error::UnknownMachine {
-            lab: self.lab.name.clone(),
-            machine: machine.into(),
-            known: self.lab.machines.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
-        })?;
+        let m = self
+            .lab
+            .machine(machine)
+            .ok_or_else(|| Error::UnknownMachine {
+                lab: self.lab.name.clone(),
+                machine: machine.into(),
+                known: self
+                    .lab
+                    .machines
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         Ok(Target::new(&self.lab, m, self.hv.uri()))
     }
 
@@ -159,7 +197,8 @@ pub async fn lab_domains(ctx: &Context) -> Result<Vec<String>> {
 /// Whether a domain's XML carries this lab's stamp.
 pub fn owned_by(domain_xml: &str, lab: &str) -> bool {
     domain_xml.contains(METADATA_NS)
-        && (domain_xml.contains(&format!("lab=\"{lab}\"")) || domain_xml.contains(&format!("lab='{lab}'")))
+        && (domain_xml.contains(&format!("lab=\"{lab}\""))
+            || domain_xml.contains(&format!("lab='{lab}'")))
 }
 
 /// The machines' states, in lab order (None: not defined).
@@ -168,7 +207,12 @@ pub async fn machine_states(ctx: &Context) -> Result<Vec<(String, Option<DomainS
     Ok(call(&ctx.hv, move |hv| {
         lab.machines
             .iter()
-            .map(|m| Ok((m.name.clone(), hv.domain_state(&names::domain(&lab.name, &m.name))?)))
+            .map(|m| {
+                Ok((
+                    m.name.clone(),
+                    hv.domain_state(&names::domain(&lab.name, &m.name))?,
+                ))
+            })
             .collect()
     })
     .await?)

@@ -14,7 +14,12 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// `sha256sum` of each path inside the machine (missing files are absent from the map).
-async fn remote_sums(ctx: &Context, machine: &str, keys: &Keys, paths: &[&str]) -> Result<BTreeMap<String, String>> {
+async fn remote_sums(
+    ctx: &Context,
+    machine: &str,
+    keys: &Keys,
+    paths: &[&str],
+) -> Result<BTreeMap<String, String>> {
     let t = ctx.target(machine)?;
     let list: Vec<String> = paths.iter().map(|p| shell_quote(p)).collect();
     let cmd = format!("sudo -n sha256sum {} 2>/dev/null; true", list.join(" "));
@@ -22,11 +27,19 @@ async fn remote_sums(ctx: &Context, machine: &str, keys: &Keys, paths: &[&str]) 
     Ok(out
         .stdout_text()
         .lines()
-        .filter_map(|l| l.split_once("  ").map(|(h, p)| (p.to_string(), h.to_string())))
+        .filter_map(|l| {
+            l.split_once("  ")
+                .map(|(h, p)| (p.to_string(), h.to_string()))
+        })
         .collect())
 }
 
-async fn place_machine(ctx: &Context, machine: &str, keys: &Keys, wanted: &[(&Download, &Fetched)]) -> Result<usize> {
+async fn place_machine(
+    ctx: &Context,
+    machine: &str,
+    keys: &Keys,
+    wanted: &[(&Download, &Fetched)],
+) -> Result<usize> {
     let paths: Vec<&str> = wanted.iter().map(|(d, _)| d.dest_path.as_str()).collect();
     let have = remote_sums(ctx, machine, keys, &paths).await?;
     let t = ctx.target(machine)?;
@@ -55,7 +68,10 @@ async fn place_machine(ctx: &Context, machine: &str, keys: &Keys, wanted: &[(&Do
     }
     let after = remote_sums(ctx, machine, keys, &paths).await?;
     for (d, f) in wanted {
-        let got = after.get(&d.dest_path).map(String::as_str).unwrap_or("(missing)");
+        let got = after
+            .get(&d.dest_path)
+            .map(String::as_str)
+            .unwrap_or("(missing)");
         if got != f.sha256 {
             return Err(Error::Failed(format!(
                 "{machine}: {} has sha256 {got} inside the machine, expected {}",
@@ -67,20 +83,33 @@ async fn place_machine(ctx: &Context, machine: &str, keys: &Keys, wanted: &[(&Do
 }
 
 /// Places every download in the machines that need it, machines in parallel.
-pub async fn place_all(ctx: &Context, keys: &Keys, fetched: &BTreeMap<String, Fetched>) -> Result<()> {
+pub async fn place_all(
+    ctx: &Context,
+    keys: &Keys,
+    fetched: &BTreeMap<String, Fetched>,
+) -> Result<()> {
     let mut errors = Vec::new();
     let work = ctx.lab.machines.iter().map(|m| async move {
-        let wanted: Vec<(&Download, &Fetched)> =
-            ctx.lab.downloads_for(&m.name).into_iter().map(|d| (d, &fetched[&d.name])).collect();
+        let wanted: Vec<(&Download, &Fetched)> = ctx
+            .lab
+            .downloads_for(&m.name)
+            .into_iter()
+            .map(|d| (d, &fetched[&d.name]))
+            .collect();
         if wanted.is_empty() {
             return (m.name.clone(), Ok(0));
         }
-        (m.name.clone(), place_machine(ctx, &m.name, keys, &wanted).await)
+        (
+            m.name.clone(),
+            place_machine(ctx, &m.name, keys, &wanted).await,
+        )
     });
     for (name, r) in futures_util::future::join_all(work).await {
         match r {
             Ok(0) => {}
-            Ok(n) => ctx.ui.done(&name, &format!("{n} download(s) placed and verified")),
+            Ok(n) => ctx
+                .ui
+                .done(&name, &format!("{n} download(s) placed and verified")),
             Err(e) => errors.push(e),
         }
     }

@@ -3,17 +3,17 @@
 //! it made.
 
 use super::guest::{boot_timeout, wait_ready};
+use super::placement;
 use super::{destroy, owned_by, Context, Error, Result};
 use crate::download::{self, Fetched, Item};
+use crate::host;
 use crate::libvirt::{call, DomainState};
 use crate::model::{Checksum, Lab, Machine, BASE};
 use crate::render::cloud_init::{self, SeedKeys};
-use crate::render::xml::{self, Accel, MachinePaths};
 use crate::render::names;
+use crate::render::xml::{self, Accel, MachinePaths};
 use crate::ssh::Keys;
 use crate::state::State;
-use super::placement;
-use crate::host;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,8 +50,14 @@ pub async fn up(ctx: &Context, opts: &UpOptions) -> Result<()> {
     let fresh = existed.is_none();
     match up_inner(ctx, opts, existed).await {
         Ok(()) => Ok(()),
-        Err(e) if fresh && !opts.keep_on_failure && !matches!(e, Error::NameTaken { .. } | Error::Host(_)) => {
-            ctx.ui.warn(&format!("`up` failed; removing what it made (--keep-on-failure keeps it): {e}"));
+        Err(e)
+            if fresh
+                && !opts.keep_on_failure
+                && !matches!(e, Error::NameTaken { .. } | Error::Host(_)) =>
+        {
+            ctx.ui.warn(&format!(
+                "`up` failed; removing what it made (--keep-on-failure keeps it): {e}"
+            ));
             if let Err(d) = destroy(ctx, false).await {
                 ctx.ui.warn(&format!("could not remove everything: {d}"));
             }
@@ -73,7 +79,10 @@ async fn up_inner(ctx: &Context, opts: &UpOptions, existed: Option<State>) -> Re
         }
     }
     let (arch, setting) = (lab.arch.qemu().to_string(), opts.accel.clone());
-    let (accel, warning) = call(&ctx.hv, move |hv| Ok(host::choose_accel(hv, &arch, &setting))).await??;
+    let (accel, warning) = call(&ctx.hv, move |hv| {
+        Ok(host::choose_accel(hv, &arch, &setting))
+    })
+    .await??;
     if let Some(w) = warning {
         ui.warn(&w);
     }
@@ -91,12 +100,16 @@ async fn up_inner(ctx: &Context, opts: &UpOptions, existed: Option<State>) -> Re
     // 3. Images and downloads, once, on this machine.
     let unchecked = unverified(lab);
     if !unchecked.is_empty() {
-        ui.warn(&format!("no checksum to verify (insecure_no_checksum): {}", unchecked.join(", ")));
+        ui.warn(&format!(
+            "no checksum to verify (insecure_no_checksum): {}",
+            unchecked.join(", ")
+        ));
     }
     let cache = download::Cache::new(ctx.dirs.cache.clone());
     let items = download_items(lab);
     let fetched = download::fetch_all(&cache, &items, &ctx.download, ui.as_ref()).await?;
-    let by_name: BTreeMap<String, Fetched> = fetched.into_iter().map(|f| (f.name.clone(), f)).collect();
+    let by_name: BTreeMap<String, Fetched> =
+        fetched.into_iter().map(|f| (f.name.clone(), f)).collect();
 
     // 4. The pool, with each base image uploaded once.
     let pool = ctx.pool();
@@ -108,7 +121,10 @@ async fn up_inner(ctx: &Context, opts: &UpOptions, existed: Option<State>) -> Re
     for img in lab.used_images() {
         let f = &by_name[&img.name];
         let vol = names::vol::image(&f.sha256, img.format.as_str());
-        image_paths.insert(img.name.clone(), (format!("{pool_path}/{vol}"), img.format.as_str()));
+        image_paths.insert(
+            img.name.clone(),
+            (format!("{pool_path}/{vol}"), img.format.as_str()),
+        );
         upload_if_missing(ctx, &vol, &f.path, f.size, img.format.as_str()).await?;
     }
 
@@ -131,7 +147,17 @@ async fn up_inner(ctx: &Context, opts: &UpOptions, existed: Option<State>) -> Re
         let c = shared.clone();
         let m = m.clone();
         tasks.spawn(async move {
-            let r = machine_up(&c, &m, accel, &paths, &seed, &backing, backing_format, deadline).await;
+            let r = machine_up(
+                &c,
+                &m,
+                accel,
+                &paths,
+                &seed,
+                &backing,
+                backing_format,
+                deadline,
+            )
+            .await;
             (m.name.clone(), r)
         });
     }
@@ -155,7 +181,14 @@ async fn up_inner(ctx: &Context, opts: &UpOptions, existed: Option<State>) -> Re
     ctx.save(&state)?;
     // `base`: the lab right after `up`, so any lesson can be rebuilt and the lab reset.
     if !state.checkpoints.contains_key(BASE) {
-        super::checkpoints::snapshot(ctx, BASE, false, false, Some(crate::checkpoint::base_key(lab))).await?;
+        super::checkpoints::snapshot(
+            ctx,
+            BASE,
+            false,
+            false,
+            Some(crate::checkpoint::base_key(lab)),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -191,33 +224,56 @@ async fn check_names_free(ctx: &Context) -> Result<()> {
         for m in &lab.machines {
             let d = names::domain(&lab.name, &m.name);
             if hv.domain_state(&d)?.is_some() && !owned_by(&hv.domain_xml(&d)?, &lab.name) {
-                return Ok(Err(Error::NameTaken { lab: lab.name.clone(), name: d }));
+                return Ok(Err(Error::NameTaken {
+                    lab: lab.name.clone(),
+                    name: d,
+                }));
             }
         }
         let net = names::network(&lab.name);
         if hv.networks()?.iter().any(|n| n.name == net) {
-            return Ok(Err(Error::NameTaken { lab: lab.name.clone(), name: format!("network {net}") }));
+            return Ok(Err(Error::NameTaken {
+                lab: lab.name.clone(),
+                name: format!("network {net}"),
+            }));
         }
         let pool = names::pool(&lab.name);
         if hv.pool_names()?.contains(&pool) {
-            return Ok(Err(Error::NameTaken { lab: lab.name.clone(), name: format!("pool {pool}") }));
+            return Ok(Err(Error::NameTaken {
+                lab: lab.name.clone(),
+                name: format!("pool {pool}"),
+            }));
         }
         Ok(Ok(()))
     })
     .await?
 }
 
-async fn upload_if_missing(ctx: &Context, vol: &str, file: &std::path::Path, size: u64, format: &str) -> Result<()> {
+async fn upload_if_missing(
+    ctx: &Context,
+    vol: &str,
+    file: &std::path::Path,
+    size: u64,
+    format: &str,
+) -> Result<()> {
     let pool = ctx.pool();
     let (p, v) = (pool.clone(), vol.to_string());
-    let exists = call(&ctx.hv, move |hv| Ok(hv.volumes(&p)?.iter().any(|x| x.name == v))).await?;
+    let exists = call(&ctx.hv, move |hv| {
+        Ok(hv.volumes(&p)?.iter().any(|x| x.name == v))
+    })
+    .await?;
     if exists {
         return Ok(());
     }
     let ui = ctx.ui.clone();
     let label = format!("upload {vol}");
     ui.bytes_start(&label, Some(size));
-    let (v, fmt, path, l) = (vol.to_string(), format.to_string(), file.to_path_buf(), label.clone());
+    let (v, fmt, path, l) = (
+        vol.to_string(),
+        format.to_string(),
+        file.to_path_buf(),
+        label.clone(),
+    );
     let r = call(&ctx.hv, move |hv| {
         let mut f = std::fs::File::open(&path).map_err(|e| crate::libvirt::Error {
             kind: crate::libvirt::ErrorKind::Other,
@@ -233,7 +289,8 @@ async fn upload_if_missing(ctx: &Context, vol: &str, file: &std::path::Path, siz
         r
     })
     .await;
-    ctx.ui.bytes_done(&label, if r.is_ok() { "uploaded" } else { "failed" });
+    ctx.ui
+        .bytes_done(&label, if r.is_ok() { "uploaded" } else { "failed" });
     Ok(r?)
 }
 
@@ -268,7 +325,9 @@ async fn machine_up(
         None => {
             ui.status(&m.name, "creating disk and seed");
             let docs = cloud_init::documents(lab, m, seed);
-            let image = cloud_init::seed_image(&docs).map_err(|e| Error::Failed(format!("{}: cannot pack the cloud-init seed: {e}", m.name)))?;
+            let image = cloud_init::seed_image(&docs).map_err(|e| {
+                Error::Failed(format!("{}: cannot pack the cloud-init seed: {e}", m.name))
+            })?;
             let pool = ctx.pool();
             let (seed_vol, disk_vol) = (names::vol::seed(&m.name), file_name(&paths.disk));
             let overlay = xml::overlay(&disk_vol, m.disk, backing, backing_format);
@@ -276,7 +335,13 @@ async fn machine_up(
             call(&ctx.hv, move |hv| {
                 hv.delete_volume(&pool, &seed_vol)?;
                 hv.create_volume(&pool, &xml::volume(&seed_vol, image.len() as u64, "raw"))?;
-                hv.upload_volume(&pool, &seed_vol, &mut image.as_slice(), image.len() as u64, &|_| {})?;
+                hv.upload_volume(
+                    &pool,
+                    &seed_vol,
+                    &mut image.as_slice(),
+                    image.len() as u64,
+                    &|_| {},
+                )?;
                 if !hv.volumes(&pool)?.iter().any(|v| v.name == disk_vol) {
                     hv.create_volume(&pool, &overlay)?;
                 }
@@ -299,5 +364,9 @@ fn file_name(path: &str) -> String {
 
 /// Whether any checksum is unverifiable (used for a warning at `up`).
 pub fn unverified(lab: &Lab) -> Vec<String> {
-    lab.downloads.iter().filter(|d| d.checksum == Checksum::None).map(|d| d.name.clone()).collect()
+    lab.downloads
+        .iter()
+        .filter(|d| d.checksum == Checksum::None)
+        .map(|d| d.name.clone())
+        .collect()
 }

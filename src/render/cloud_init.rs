@@ -29,24 +29,39 @@ pub struct Documents {
 fn env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_keep_trailing_newline(true);
-    env.add_template("user-data", USER_DATA).expect("template parses");
-    env.add_template("meta-data", META_DATA).expect("template parses");
-    env.add_template("network-config", NETWORK_CONFIG).expect("template parses");
+    env.add_template("user-data", USER_DATA)
+        .expect("template parses");
+    env.add_template("meta-data", META_DATA)
+        .expect("template parses");
+    env.add_template("network-config", NETWORK_CONFIG)
+        .expect("template parses");
     env
 }
 
 /// `/etc/hosts` for every machine: all machines of the lab by name, so they resolve each other without DNS.
 pub fn hosts_file(lab: &Lab) -> String {
-    let mut s = String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n\n# lab machines\n");
+    let mut s = String::from(
+        "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n\n# lab machines\n",
+    );
     for m in &lab.machines {
-        s.push_str(&format!("{} {}.{} {}\n", m.ip, m.name, names::dns_domain(&lab.name), m.name));
+        s.push_str(&format!(
+            "{} {}.{} {}\n",
+            m.ip,
+            m.name,
+            names::dns_domain(&lab.name),
+            m.name
+        ));
     }
     s
 }
 
 pub fn documents(lab: &Lab, m: &Machine, keys: &SeedKeys) -> Documents {
     let env = env();
-    let render = |name: &str, ctx| env.get_template(name).and_then(|t| t.render(ctx)).expect("templates render");
+    let render = |name: &str, ctx| {
+        env.get_template(name)
+            .and_then(|t| t.render(ctx))
+            .expect("templates render")
+    };
     let user_data = render(
         "user-data",
         context! {

@@ -5,4 +5,3 @@ pub mod names;
 pub mod xml;
 
 pub use xml::Accel;
-

@@ -17,7 +17,9 @@ pub fn enabled(test: &str) -> bool {
     if std::env::var("LAB_E2E").as_deref() == Ok("1") {
         return true;
     }
-    eprintln!("skipping {test}: set LAB_E2E=1 (tests/run.sh does) to run end-to-end tests on libvirt");
+    eprintln!(
+        "skipping {test}: set LAB_E2E=1 (tests/run.sh does) to run end-to-end tests on libvirt"
+    );
     false
 }
 
@@ -26,11 +28,28 @@ pub fn image() -> &'static (PathBuf, String) {
     static IMAGE: OnceLock<(PathBuf, String)> = OnceLock::new();
     IMAGE.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/image/build.sh");
-        let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("run build.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run build.sh");
         assert!(out.status.success(), "tests/image/build.sh failed");
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().expect("image path").trim());
-        let sum = Command::new("sha256sum").arg(&path).output().expect("sha256sum");
-        let sha = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().expect("sum").to_string();
+        let path = PathBuf::from(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .expect("image path")
+                .trim(),
+        );
+        let sum = Command::new("sha256sum")
+            .arg(&path)
+            .output()
+            .expect("sha256sum");
+        let sha = String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .expect("sum")
+            .to_string();
         (path, sha)
     })
 }
@@ -61,7 +80,12 @@ impl Server {
                             break;
                         }
                     }
-                    let path = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+                    let path = line
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("/")
+                        .trim_start_matches('/')
+                        .to_string();
                     let mut stream = stream;
                     match std::fs::File::open(root.join(&path)) {
                         Ok(mut f) => {
@@ -113,7 +137,12 @@ pub fn test_lab(test: &str, index: u8, extra: &str) -> TestLab {
         server.port
     ));
     std::fs::write(dir.path().join("lab.toml"), toml).unwrap();
-    TestLab { name, dir, server, machines }
+    TestLab {
+        name,
+        dir,
+        server,
+        machines,
+    }
 }
 
 impl TestLab {
@@ -148,14 +177,22 @@ impl TestLab {
     /// `lab ARGS` that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.lab(args);
-        assert!(out.status.success(), "lab {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lab {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `lab ssh MACHINE -- COMMAND`; returns (exit code, stdout).
     pub fn ssh(&self, machine: &str, command: &str) -> (i32, String) {
         let out = self.lab(&["ssh", machine, "--", command]);
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 }
 
@@ -180,12 +217,30 @@ impl Drop for TestLab {
 /// libvirt's domains, networks, pools and volumes, to compare before and after a test.
 pub fn host_objects() -> Vec<String> {
     let virsh = |args: &[&str]| -> Vec<String> {
-        let out = Command::new("virsh").arg("-c").arg("qemu:///system").args(args).output().expect("virsh");
-        String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+        let out = Command::new("virsh")
+            .arg("-c")
+            .arg("qemu:///system")
+            .args(args)
+            .output()
+            .expect("virsh");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
     };
     let mut all = Vec::new();
-    all.extend(virsh(&["list", "--all", "--name"]).into_iter().map(|d| format!("domain {d}")));
-    all.extend(virsh(&["net-list", "--all", "--name"]).into_iter().map(|n| format!("network {n}")));
+    all.extend(
+        virsh(&["list", "--all", "--name"])
+            .into_iter()
+            .map(|d| format!("domain {d}")),
+    );
+    all.extend(
+        virsh(&["net-list", "--all", "--name"])
+            .into_iter()
+            .map(|n| format!("network {n}")),
+    );
     for p in virsh(&["pool-list", "--all", "--name"]) {
         for v in virsh(&["vol-list", &p]).into_iter().skip(2) {
             all.push(format!("volume {p}/{v}"));

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Benchmark: `lab up`, `lab snapshot` and `lab restore` for an N-machine test lab (default 3) and a 1-machine lab,
+# against what people do with plain virsh: internal snapshots reverted one machine after another (what
+# vagrant-libvirt does), and a cold boot. Prints the figures and the ratios. Needs root and a running libvirtd.
+# Usage: benches/checkpoints.sh [MACHINES]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+n=${1:-3}
+export LAB_ACCEL=${LAB_ACCEL:-tcg} LAB_CONNECT=qemu:///system
+work=$(mktemp -d)
+export XDG_CACHE_HOME=$work/cache XDG_STATE_HOME=$work/state
+lab=$here/target/release/lab
+server_pid=
+
+cleanup() {
+    for d in "$work"/lab-*; do
+        if [[ -d $d ]]; then (cd "$d" && "$lab" destroy --yes >/dev/null 2>&1) || true; fi
+    done
+    if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+cargo build --quiet --release --manifest-path "$here/Cargo.toml"
+image=$(bash "$here/tests/image/build.sh" | tail -n 1)
+sha=$(sha256sum "$image" | cut -d' ' -f1)
+port=$((20000 + RANDOM % 20000))
+python3 -m http.server --bind 127.0.0.1 --directory "$(dirname "$image")" "$port" >/dev/null 2>&1 &
+server_pid=$!
+sleep 1
+
+make_lab() { # NAME MACHINES INDEX
+    local dir=$work/lab-$1
+    mkdir -p "$dir"
+    {
+        printf 'name = "bench-%s"\n[network]\nsubnet = "10.242.%s.0/24"\nmode = "isolated"\n' "$1" "$3"
+        printf '[defaults]\nimage = "test"\ncpus = 1\nmemory = "640MiB"\ndisk = "4GiB"\n'
+        for i in $(seq "$2"); do printf '[[machine]]\nname = "m%s"\nip = "10.242.%s.%s"\n' "$i" "$3" $((10 + i)); done
+        printf '[[image]]\nname = "test"\nurl = "http://127.0.0.1:%s/%s"\nsha256 = "%s"\n' "$port" "$(basename "$image")" "$sha"
+    } >"$dir/lab.toml"
+    echo "$dir"
+}
+
+secs() { local s; s=$(date +%s.%N); "$@" >/dev/null 2>&1; echo "$(date +%s.%N) - $s" | bc; }
+
+many=$(make_lab many "$n" 1)
+one=$(make_lab one 1 2)
+cd "$many"
+t_up=$(secs "$lab" up)
+t_snap=$(secs "$lab" snapshot bench)
+t_restore=$(secs "$lab" restore bench)
+t_restore2=$(secs "$lab" restore bench)
+
+# Plain virsh: internal snapshots with memory, reverted one machine after another.
+doms=$(virsh list --name | grep "^lab-bench-many-")
+for d in $doms; do virsh snapshot-create-as "$d" vbench --diskspec vdb,snapshot=no >/dev/null; done
+start=$(date +%s.%N)
+for d in $doms; do virsh snapshot-revert "$d" vbench >/dev/null; done
+t_virsh=$(echo "$(date +%s.%N) - $start" | bc)
+for d in $doms; do virsh snapshot-delete "$d" vbench >/dev/null || true; done
+"$lab" destroy --yes >/dev/null
+
+cd "$one"
+"$lab" up >/dev/null 2>&1
+"$lab" snapshot bench >/dev/null 2>&1
+t_one=$(secs "$lab" restore bench)
+"$lab" destroy --yes >/dev/null
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, accel $LAB_ACCEL, $n machines of 640 MiB"
+echo "lab up (cold boot, $n machines):             $t_up s"
+echo "lab snapshot ($n machines, memory):          $t_snap s"
+echo "lab restore ($n machines):                   $t_restore s (again: $t_restore2 s)"
+echo "lab restore (1 machine):                     $t_one s"
+echo "virsh snapshot-revert, one after another:    $t_virsh s"
+echo "ratio restore $n machines / 1 machine:       $(echo "scale=2; $t_restore2 / $t_one" | bc)"
+echo "ratio sequential virsh revert / lab restore: $(echo "scale=2; $t_virsh / $t_restore2" | bc)"
+echo "ratio cold boot / lab restore:               $(echo "scale=2; $t_up / $t_restore2" | bc)"
