@@ -114,11 +114,30 @@ impl VirtHost {
             .map_err(wrap("find pool", name))
     }
 
+    /// A volume by name. Files libvirt did not make (console logs, memory files) appear after a refresh.
     fn vol(&self, pool: &str, name: &str) -> Result<StorageVol> {
         let p = self.pool(pool)?;
-        p.refresh(0).map_err(wrap("refresh pool", pool))?;
+        if let Ok(v) = p.lookup_storage_vol_by_name(name) {
+            return Ok(v);
+        }
+        refresh(&p, pool)?;
         p.lookup_storage_vol_by_name(name)
             .map_err(wrap("find volume", name))
+    }
+}
+
+/// Refreshes a pool's volume list. libvirt refuses while an upload into the pool runs, so it waits (bounded).
+fn refresh(p: &StoragePool, name: &str) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match p.refresh(0) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.message().contains("asynchronous jobs") && tries < 600 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(wrap("refresh pool", name)(e)),
+        }
     }
 }
 
@@ -260,7 +279,7 @@ impl Hypervisor for VirtHost {
         if !pool.is_active().unwrap_or(false) {
             pool.create(0).map_err(wrap("start pool", name))?;
         }
-        pool.refresh(0).map_err(wrap("refresh pool", name))?;
+        refresh(&pool, name)?;
         for v in pool
             .list_all_volumes(0)
             .map_err(wrap("list volumes of", name))?
@@ -277,7 +296,7 @@ impl Hypervisor for VirtHost {
 
     fn volumes(&self, pool: &str) -> Result<Vec<VolumeInfo>> {
         let p = self.pool(pool)?;
-        p.refresh(0).map_err(wrap("refresh pool", pool))?;
+        refresh(&p, pool)?;
         let mut out = Vec::new();
         for v in p
             .list_all_volumes(0)

@@ -164,12 +164,14 @@ async fn up_inner(ctx: &Context, opts: &UpOptions, existed: Option<State>) -> Re
     ctx.save(&state)?;
     let mut errors = Vec::new();
     while let Some(res) = tasks.join_next().await {
-        let (name, r) = res.expect("machine task panicked");
+        let Ok((name, r)) = res else { continue }; // aborted after another machine failed
         match r {
             Ok(()) => ui.done(&name, "ready"),
             Err(e) => {
                 ui.done(&name, "failed");
-                errors.push(e)
+                errors.push(e);
+                // One machine failed: the others' work is wasted (a first `up` is rolled back), stop them now.
+                tasks.abort_all();
             }
         }
     }
