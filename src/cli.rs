@@ -117,6 +117,8 @@ pub enum Command {
     },
     /// Download everything the lab needs into the cache (for offline use).
     Fetch,
+    /// What building a lab-file checkpoint does: its chain, steps and checks.
+    Plan { checkpoint: String },
     /// Write the download cache as a mirror folder (DIR/<host>/<path>) to serve to a classroom.
     Mirror {
         #[command(subcommand)]
@@ -294,6 +296,17 @@ async fn run(args: Args) -> Result<i32, Failure> {
             ));
             Ok(EXIT_OK)
         }
+        Command::Plan { checkpoint } => match crate::render::plan::plan(&lab, checkpoint) {
+            Some(text) => {
+                print!("{text}");
+                Ok(EXIT_OK)
+            }
+            None => Err(Failure {
+                message: format!("the lab file defines no checkpoint `{checkpoint}`"),
+                hint: Some("`lab checkpoints` lists them".into()),
+                code: EXIT_USAGE,
+            }),
+        },
         Command::Mirror {
             command: MirrorCommand::Export { dir },
         } => {

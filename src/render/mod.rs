@@ -2,6 +2,7 @@
 
 pub mod cloud_init;
 pub mod names;
+pub mod plan;
 pub mod xml;
 
 pub use xml::Accel;
