@@ -327,20 +327,26 @@ async fn run(args: Args) -> Result<i32, Failure> {
         } => {
             let hv = connect(&args.connect)?;
             let ctx = context(&args, lab, hv, ui)?;
-            let _lock = LabLock::acquire(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600))?;
+            let lock = LabLock::acquire(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600))?;
             let fresh = State::load(&ctx.lab_dir())?.is_none();
             let opts = UpOptions {
                 accel: args.accel.clone(),
                 keep_on_failure: *keep_on_failure,
             };
-            match interruptible(orch::up(&ctx, &opts)).await {
+            let result = match interruptible(orch::up(&ctx, &opts)).await {
                 Err(orch::Error::Interrupted) if fresh && !keep_on_failure => {
                     ctx.ui.warn("interrupted: removing what this `up` made");
                     let _ = orch::destroy(&ctx, false).await;
-                    return Err(orch::Error::Interrupted.into());
+                    Err(orch::Error::Interrupted)
                 }
-                r => r.map_err(Failure::from)?,
+                r => r,
+            };
+            if result.is_err() && State::load(&ctx.lab_dir()).ok().flatten().is_none() {
+                // No lab was left behind, so no lock file and no empty folders either.
+                lock.remove_file();
+                ctx.dirs.remove_empty();
             }
+            result.map_err(Failure::from)?;
             if let Some(at) = at {
                 interruptible(orch::restore(&ctx, at, false))
                     .await

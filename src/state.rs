@@ -71,6 +71,12 @@ impl Dirs {
         self.state.join("labs").join(lab)
     }
 
+    /// Removes lab's state folders if nothing is left in them (after the last lab is gone).
+    pub fn remove_empty(&self) {
+        let _ = std::fs::remove_dir(self.state.join("labs"));
+        let _ = std::fs::remove_dir(&self.state);
+    }
+
     fn lock_path(&self, lab: &str) -> PathBuf {
         self.state.join("labs").join(format!("{lab}.lock"))
     }
@@ -214,4 +220,44 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
         f.sync_all().map_err(io(&tmp))?;
     }
     std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_command_on_the_same_lab_waits_then_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            cache: dir.path().join("c"),
+            state: dir.path().join("s"),
+        };
+        let first = LabLock::acquire(&dirs, "l", Duration::from_secs(1)).unwrap();
+        let second = LabLock::acquire(&dirs, "l", Duration::from_millis(500));
+        assert!(matches!(second, Err(StateError::Busy { .. })));
+        assert!(
+            LabLock::acquire(&dirs, "other", Duration::from_millis(500)).is_ok(),
+            "other labs are not blocked"
+        );
+        drop(first);
+        assert!(LabLock::acquire(&dirs, "l", Duration::from_millis(500)).is_ok());
+    }
+
+    #[test]
+    fn state_round_trips_and_refuses_other_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::new("qemu:///system");
+        s.current = Some("base".into());
+        s.save(dir.path()).unwrap();
+        assert_eq!(
+            State::load(dir.path()).unwrap().unwrap().current.as_deref(),
+            Some("base")
+        );
+        std::fs::write(State::path(dir.path()), r#"{"format": 99, "uri": "x"}"#).unwrap();
+        assert!(matches!(
+            State::load(dir.path()),
+            Err(StateError::Damaged { .. })
+        ));
+    }
 }

@@ -1,8 +1,9 @@
-//! End to end on qemu:///system under TCG: up, ssh between machines by name, status --json, a second up that
-//! changes nothing, destroy, and the host left exactly as it was.
+//! End to end on qemu:///system under TCG: up (with a download placed in one machine), ssh between machines by
+//! name, status --json, a second up that changes nothing, destroy, and the host left exactly as it was.
 
 mod common;
 use common::*;
+use std::sync::atomic::Ordering;
 
 #[test]
 fn up_ssh_status_destroy_leaves_host_as_it_was() {
@@ -14,12 +15,38 @@ fn up_ssh_status_destroy_leaves_host_as_it_was() {
     let state_dir = lab.path("state");
     let state_before = files_below(&state_dir);
 
+    // A download for beta only, placed by `up` with its sha256 checked inside the machine.
+    let tool: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let tool_sha = lab.add_file("tool.bin", &tool);
+    lab.append(&format!(
+        "[[download]]\nname = \"tool\"\nversion = \"1.0\"\nurl = \"http://127.0.0.1:{}/tool.bin\"\n\
+         sha256 = \"{tool_sha}\"\nmachines = [\"beta\"]\nmode = \"0755\"\n",
+        lab.server.port
+    ));
+
     lab.ok(&["up"]);
-    let requests_after_first_up = lab
-        .server
-        .requests
-        .load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(requests_after_first_up, 1, "the image is downloaded once");
+    assert_eq!(
+        lab.server.requests.load(Ordering::SeqCst),
+        2,
+        "the image and the tool are downloaded once each"
+    );
+    let (code, out) = lab.ssh(
+        "beta",
+        "sha256sum /opt/lab/downloads/tool.bin && stat -c %a /opt/lab/downloads/tool.bin",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with(&tool_sha),
+        "the placed file has the host's sha256: {out}"
+    );
+    assert!(out.trim_end().ends_with("755"), "{out}");
+    assert_ne!(
+        lab.ssh("alpha", "test -e /opt/lab/downloads/tool.bin").0,
+        0,
+        "only the machines named get it"
+    );
 
     // Machines reach each other by name on the lab network, with the course's user and interface names.
     let (code, out) = lab.ssh(
@@ -38,6 +65,7 @@ fn up_ssh_status_destroy_leaves_host_as_it_was() {
 
     let status: serde_json::Value = serde_json::from_str(&lab.ok(&["status", "--json"])).unwrap();
     assert_eq!(status["name"], "e2e-up");
+    assert_eq!(status["checkpoint"], "base");
     let machines = status["machines"].as_array().unwrap();
     assert_eq!(machines.len(), 2);
     for (m, (name, ip)) in machines.iter().zip(&lab.machines) {
@@ -46,10 +74,15 @@ fn up_ssh_status_destroy_leaves_host_as_it_was() {
         assert_eq!(m["state"], "running");
     }
 
-    // A second `up` changes nothing: same volumes, no new download.
+    // A second `up` changes nothing: same volumes, no reboot, no download, nothing placed again.
     let objects_up = host_objects();
     let (_, boot_id) = lab.ssh("alpha", "cat /proc/sys/kernel/random/boot_id");
-    lab.ok(&["up"]);
+    let second = lab.lab(&["up"]);
+    assert!(second.status.success());
+    assert!(
+        !String::from_utf8_lossy(&second.stderr).contains("placed"),
+        "placed files are not sent again"
+    );
     assert_eq!(host_objects(), objects_up);
     assert_eq!(
         lab.ssh("alpha", "cat /proc/sys/kernel/random/boot_id").1,
@@ -57,11 +90,9 @@ fn up_ssh_status_destroy_leaves_host_as_it_was() {
         "no reboot"
     );
     assert_eq!(
-        lab.server
-            .requests
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "cache hit makes no request"
+        lab.server.requests.load(Ordering::SeqCst),
+        2,
+        "cache hits make no request"
     );
 
     lab.ok(&["destroy", "--yes"]);
@@ -93,4 +124,38 @@ fn bad_lab_file_is_exit_2_and_creates_nothing() {
     );
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(host_objects(), before);
+}
+
+#[test]
+fn subnet_clash_is_refused_before_anything_is_made() {
+    if !enabled("subnet_clash_is_refused_before_anything_is_made") {
+        return;
+    }
+    // A libvirt network of someone else's on the lab's subnet.
+    let net = "<network><name>e2e-other</name><ip address='10.241.14.1' prefix='24'/></network>";
+    let file = std::env::temp_dir().join("e2e-other-net.xml");
+    std::fs::write(&file, net).unwrap();
+    let created = std::process::Command::new("virsh")
+        .args(["net-create"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let before = host_objects();
+    let lab = test_lab("clash", 14, "");
+    let out = lab.lab(&["up"]);
+    let _ = std::process::Command::new("virsh")
+        .args(["net-destroy", "e2e-other"])
+        .output();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("overlaps libvirt network `e2e-other`") && err.contains("hint:"),
+        "{err}"
+    );
+    assert_eq!(host_objects(), before, "nothing was made");
 }

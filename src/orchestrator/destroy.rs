@@ -48,15 +48,7 @@ pub async fn destroy(ctx: &Context, purge_cache: bool) -> Result<()> {
         }
     }
     // The folders lab made to hold labs go too once empty, so the host is left as it was.
-    for d in [
-        ctx.dirs.lab(&lab).parent().map(|p| p.to_path_buf()),
-        Some(ctx.dirs.state.clone()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let _ = std::fs::remove_dir(d);
-    }
+    ctx.dirs.remove_empty();
     if purge_cache && ctx.dirs.cache.exists() {
         match std::fs::remove_dir_all(&ctx.dirs.cache) {
             Ok(()) => ctx.ui.info(&format!(

@@ -117,8 +117,12 @@ pub struct TestLab {
 /// Builds a two-machine isolated test lab. `index` picks a distinct subnet per test (10.241.INDEX.0/24).
 pub fn test_lab(test: &str, index: u8, extra: &str) -> TestLab {
     let (image, sha) = image();
-    let server = Server::start(image.parent().unwrap().to_path_buf());
     let dir = tempfile::tempdir().expect("tempdir");
+    // What the loopback server serves: the image (linked) and any file a test adds.
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::os::unix::fs::symlink(image, www.join(image.file_name().unwrap())).unwrap();
+    let server = Server::start(www);
     let name = format!("e2e-{test}");
     let machines = vec![
         ("alpha".to_string(), format!("10.241.{index}.10")),
@@ -148,6 +152,21 @@ pub fn test_lab(test: &str, index: u8, extra: &str) -> TestLab {
 impl TestLab {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// Serves `bytes` as http://127.0.0.1:PORT/NAME; returns its sha256.
+    pub fn add_file(&self, name: &str, bytes: &[u8]) -> String {
+        use sha2::Digest;
+        std::fs::write(self.path("www").join(name), bytes).unwrap();
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
+    /// Appends TOML to the lab file.
+    pub fn append(&self, toml: &str) {
+        let mut text = std::fs::read_to_string(self.path("lab.toml")).unwrap();
+        text.push('\n');
+        text.push_str(toml);
+        std::fs::write(self.path("lab.toml"), text).unwrap();
     }
 
     /// Runs `lab ARGS` in the lab's folder (bounded by `timeout`), returning its output.
