@@ -713,7 +713,49 @@ impl Validator<'_> {
                 "a script path is relative to the lab file and stays inside its folder",
             );
         }
-        let text = match self.source {
+        let text = self.read_lab_file(rel).map_or_else(
+            || self.err(p.span(), format!("script `{rel}` cannot be read")),
+            Ok,
+        )?;
+        // A script is sent alone to the machine, so the files it sources from its own folder go inline.
+        let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines() {
+            match sourced_sibling(line) {
+                Some(name) => {
+                    let path = if dir.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{dir}/{name}")
+                    };
+                    let lib = self.read_lab_file(&path).map_or_else(
+                        || {
+                            self.err(
+                                p.span(),
+                                format!("`{rel}` sources `{path}`, which cannot be read"),
+                            )
+                        },
+                        Ok,
+                    )?;
+                    out.push_str(&format!("# --- {path} (inlined by lab) ---\n"));
+                    for l in lib.lines().filter(|l| !l.starts_with("#!")) {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                    out.push_str(&format!("# --- end of {path} ---\n"));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A file of the lab's folder: on disk beside the lab file, or in the embedded course lab.
+    fn read_lab_file(&self, rel: &str) -> Option<String> {
+        match self.source {
             Source::Embedded => EMBEDDED_LAB
                 .get_file(rel)
                 .and_then(|f| f.contents_utf8())
@@ -722,12 +764,21 @@ impl Validator<'_> {
                 let dir = path.parent().unwrap_or(Path::new("."));
                 fs_err::read_to_string(dir.join(rel)).ok()
             }
-        };
-        text.map_or_else(
-            || self.err(p.span(), format!("script `{rel}` cannot be read")),
-            Ok,
-        )
+        }
     }
+}
+
+/// `source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"` (or with `.`): a file from the script's own folder, which
+/// works when the script runs by hand and is inlined when lab sends it. Returns the file name.
+fn sourced_sibling(line: &str) -> Option<&str> {
+    let t = line.trim();
+    let rest = t.strip_prefix("source ").or_else(|| t.strip_prefix(". "))?;
+    let name = rest
+        .trim()
+        .strip_prefix("\"$(dirname \"${BASH_SOURCE[0]}\")/")?
+        .strip_suffix('"')?;
+    let ok = !name.is_empty() && !name.contains('/') && !name.contains('"') && !name.contains('$');
+    ok.then_some(name)
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -746,4 +797,52 @@ pub fn is_checkpoint_name(s: &str) -> bool {
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_sibling_sources_only() {
+        assert_eq!(
+            sourced_sibling(r#"source "$(dirname "${BASH_SOURCE[0]}")/lib.sh""#),
+            Some("lib.sh")
+        );
+        assert_eq!(
+            sourced_sibling(r#"  . "$(dirname "${BASH_SOURCE[0]}")/common.sh""#),
+            Some("common.sh")
+        );
+        assert_eq!(sourced_sibling(r#"source /etc/os-release"#), None);
+        assert_eq!(
+            sourced_sibling(r#"source "$(dirname "${BASH_SOURCE[0]}")/../x.sh""#),
+            None
+        );
+    }
+
+    #[test]
+    fn inlines_sourced_siblings_into_scripts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("steps")).unwrap();
+        std::fs::write(
+            dir.path().join("steps/lib.sh"),
+            "#!/usr/bin/env bash\nsay() { echo \"$1\"; }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("steps/a.sh"),
+            "#!/usr/bin/env bash\n# shellcheck source=lib.sh\nsource \"$(dirname \"${BASH_SOURCE[0]}\")/lib.sh\"\nsay hi\n",
+        )
+        .unwrap();
+        let toml = "name = \"t\"\n[network]\nsubnet = \"10.9.0.0/24\"\n[[machine]]\nname = \"a\"\nip = \"10.9.0.5\"\n\
+                    [[checkpoint]]\nname = \"c\"\n[[checkpoint.step]]\nscript = \"steps/a.sh\"\n";
+        std::fs::write(dir.path().join("lab.toml"), toml).unwrap();
+        let lab = load(Some(&dir.path().join("lab.toml"))).unwrap();
+        let StepAction::Script { text, .. } = &lab.checkpoints[0].steps[0].action else {
+            panic!()
+        };
+        assert!(text.contains("say() { echo \"$1\"; }"), "{text}");
+        assert!(!text.contains("BASH_SOURCE"), "{text}");
+        assert_eq!(text.matches("#!/usr/bin/env bash").count(), 1);
+    }
 }
