@@ -5,63 +5,9 @@
 # Safe to run again.
 set -euo pipefail
 
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-DL=/opt/lab/downloads
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ARCH=$(dpkg --print-architecture)
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-CHANGED=0
-
-# download GLOB: the one file in /opt/lab/downloads whose name matches GLOB.
-download() {
-  local found
-  found=$(compgen -G "$DL/$1" || true)
-  if [[ -z $found || $found == *$'\n'* ]]; then
-    echo "expected exactly one file matching $DL/$1 (placed by lab from the lab file's [[download]])" >&2
-    return 1
-  fi
-  printf '%s\n' "$found"
-}
-
-# put_file SRC DEST MODE: install SRC as DEST unless DEST already has that content (CHANGED=1 when it did not).
-put_file() {
-  if [[ -f $2 ]] && cmp -s "$1" "$2"; then
-    chmod "$3" "$2"
-  else
-    install -D -m "$3" "$1" "$2"
-    CHANGED=1
-  fi
-}
-
-# put DEST MODE: put_file with the content on standard input.
-put() {
-  local tmp
-  tmp=$(mktemp -p "$WORK")
-  cat >"$tmp"
-  put_file "$tmp" "$1" "$2"
-}
-
-# wait_for SECONDS WHAT SNIPPET: retry the bash SNIPPET (10 s per try) until it succeeds; fail after SECONDS.
-wait_for() {
-  local deadline=$((SECONDS + $1))
-  until timeout 10 bash -c "$3" >/dev/null 2>&1; do
-    if ((SECONDS >= deadline)); then
-      echo "timed out after $1 s waiting for $2" >&2
-      return 1
-    fi
-    sleep 2
-  done
-}
-
-# start UNIT: reload units, enable UNIT, (re)start it if anything changed or it is not running.
-start() {
-  systemctl daemon-reload
-  systemctl enable --quiet "$1"
-  if ((CHANGED)) || ! systemctl is-active --quiet "$1"; then
-    systemctl restart "$1"
-  fi
-  CHANGED=0
-}
 
 main() {
   local f
@@ -70,8 +16,7 @@ main() {
   put_file "$f" /usr/local/bin/kubelet 0755
 
   f=$(download "crictl-*-linux-$ARCH.tar.gz")
-  mkdir -p "$WORK/crictl"
-  tar -xzf "$f" -C "$WORK/crictl"
+  unpack "$f" crictl
   put_file "$WORK/crictl/crictl" /usr/local/bin/crictl 0755
 
   f=$(download "kubeletctl_linux_$ARCH")

@@ -5,63 +5,9 @@
 # routing pods between nodes and, next lesson, Services need. Safe to run again.
 set -euo pipefail
 
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-DL=/opt/lab/downloads
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ARCH=$(dpkg --print-architecture)
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-CHANGED=0
-
-# download GLOB: the one file in /opt/lab/downloads whose name matches GLOB.
-download() {
-  local found
-  found=$(compgen -G "$DL/$1" || true)
-  if [[ -z $found || $found == *$'\n'* ]]; then
-    echo "expected exactly one file matching $DL/$1 (placed by lab from the lab file's [[download]])" >&2
-    return 1
-  fi
-  printf '%s\n' "$found"
-}
-
-# put_file SRC DEST MODE: install SRC as DEST unless DEST already has that content (CHANGED=1 when it did not).
-put_file() {
-  if [[ -f $2 ]] && cmp -s "$1" "$2"; then
-    chmod "$3" "$2"
-  else
-    install -D -m "$3" "$1" "$2"
-    CHANGED=1
-  fi
-}
-
-# put DEST MODE: put_file with the content on standard input.
-put() {
-  local tmp
-  tmp=$(mktemp -p "$WORK")
-  cat >"$tmp"
-  put_file "$tmp" "$1" "$2"
-}
-
-# wait_for SECONDS WHAT SNIPPET: retry the bash SNIPPET (10 s per try) until it succeeds; fail after SECONDS.
-wait_for() {
-  local deadline=$((SECONDS + $1))
-  until timeout 10 bash -c "$3" >/dev/null 2>&1; do
-    if ((SECONDS >= deadline)); then
-      echo "timed out after $1 s waiting for $2" >&2
-      return 1
-    fi
-    sleep 2
-  done
-}
-
-# start UNIT: reload units, enable UNIT, (re)start it if anything changed or it is not running.
-start() {
-  systemctl daemon-reload
-  systemctl enable --quiet "$1"
-  if ((CHANGED)) || ! systemctl is-active --quiet "$1"; then
-    systemctl restart "$1"
-  fi
-  CHANGED=0
-}
 
 main() {
   local f node
@@ -71,10 +17,7 @@ main() {
     echo "iptables is not installed: flanneld (and kube-proxy) need it" >&2
     return 1
   fi
-  if [[ ! -s /etc/kube-flannel/kubeconfig ]]; then
-    echo "/etc/kube-flannel/kubeconfig is missing: it is copied from control-plane by the step before this one" >&2
-    return 1
-  fi
+  need_copied /etc/kube-flannel/kubeconfig
 
   put /etc/modules-load.d/kubernetes.conf 0644 <<'CONF'
 overlay
@@ -92,8 +35,7 @@ CONF
 
   # flanneld: the release tarball holds flanneld (plus mk-docker-opts.sh and README.md).
   f=$(download "flannel-v*-linux-$ARCH.tar.gz")
-  mkdir -p "$WORK/flannel"
-  tar -xzf "$f" -C "$WORK/flannel"
+  unpack "$f" flannel
   put_file "$WORK/flannel/flanneld" /usr/local/bin/flanneld 0755
 
   put /etc/kube-flannel/net-conf.json 0644 <<'JSON'
@@ -131,8 +73,7 @@ UNIT
 
   # The flannel CNI plugin: the tarball holds flannel-<arch>; containerd calls it as "flannel".
   f=$(download "cni-plugin-flannel-linux-$ARCH-*.tgz")
-  mkdir -p "$WORK/flannel-cni"
-  tar -xzf "$f" -C "$WORK/flannel-cni"
+  unpack "$f" flannel-cni
   if [[ -f $WORK/flannel-cni/flannel-$ARCH ]]; then
     put_file "$WORK/flannel-cni/flannel-$ARCH" /opt/cni/bin/flannel 0755
   else
