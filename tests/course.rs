@@ -120,7 +120,11 @@ fn step_scripts_are_shellcheck_clean_and_strict() {
             );
         }
     }
-    match Command::new("shellcheck").args(["-x", "-P", "SCRIPTDIR"]).args(&scripts).output() {
+    match Command::new("shellcheck")
+        .args(["-x", "-P", "SCRIPTDIR"])
+        .args(&scripts)
+        .output()
+    {
         Ok(out) => assert!(
             out.status.success(),
             "shellcheck:\n{}",

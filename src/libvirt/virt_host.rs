@@ -451,13 +451,20 @@ impl Hypervisor for VirtHost {
         if d.is_active().unwrap_or(false) {
             d.destroy().map_err(wrap("stop domain", name))?;
         }
-        let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        // Everything libvirt may keep beside a domain goes too; drivers that know fewer flags get fewer.
+        let all = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
             | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
             | sys::VIR_DOMAIN_UNDEFINE_NVRAM;
-        d.undefine_flags(flags)
-            .map_err(wrap("undefine domain", name))?;
-        Ok(true)
+        let mut last = None;
+        for flags in [all, sys::VIR_DOMAIN_UNDEFINE_NVRAM, 0] {
+            match d.undefine_flags(flags) {
+                Ok(_) => return Ok(true),
+                Err(e) if e.message().contains("unsupported flags") => last = Some(e),
+                Err(e) => return Err(wrap("undefine domain", name)(e)),
+            }
+        }
+        Err(wrap("undefine domain", name)(last.expect("tried")))
     }
 
     fn suspend_domain(&self, name: &str) -> Result<()> {
