@@ -225,6 +225,9 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
     if keep_undo {
         retire_undo(ctx, &mut state).await?;
     }
+    if keep_undo {
+        flush_guests(ctx).await;
+    }
     let start = Instant::now();
     let lab = ctx.lab.clone();
     let accel = current_accel(ctx).await?;
@@ -344,6 +347,22 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
         }
     ));
     Ok(())
+}
+
+/// Writes every running guest's cached data to its disk, so the disks `undo` keeps hold the student's last work
+/// (machines are powered off hard afterwards). Best effort and bounded: a machine that does not answer is skipped.
+async fn flush_guests(ctx: &Context) {
+    let keys = ctx.keys();
+    let work = ctx.lab.machines.iter().map(|m| {
+        let keys = keys.clone();
+        async move {
+            let Ok(t) = ctx.target(&m.name) else { return };
+            if !matches!(ssh::run(&t, &keys, "sudo -n sync", None, Duration::from_secs(30)).await, Ok(o) if o.code == 0) {
+                ctx.ui.warn(&format!("{}: could not flush its disks; `undo` keeps what was on disk", m.name));
+            }
+        }
+    });
+    futures_util::future::join_all(work).await;
 }
 
 /// The acceleration the lab's domains were defined with.
