@@ -59,6 +59,51 @@ where
     Ok(ok)
 }
 
+/// Per machine: the generation of the disk the domain runs on now (read from libvirt, so an interrupted command
+/// cannot mislead it) and a free generation for the next disk (above every `*.active-N.qcow2` in the pool).
+async fn generations(ctx: &Context, state: &State) -> Result<BTreeMap<String, (u64, u64)>> {
+    let lab = ctx.lab.clone();
+    let pool = ctx.pool();
+    let known = state.active.clone();
+    Ok(call(&ctx.hv, move |hv| {
+        let vols: Vec<String> = hv.volumes(&pool)?.into_iter().map(|v| v.name).collect();
+        let mut out = BTreeMap::new();
+        for m in &lab.machines {
+            let gen_of = |file: &str| -> Option<u64> {
+                file.rsplit('/')
+                    .next()?
+                    .strip_prefix(&format!("{}.active-", m.name))?
+                    .strip_suffix(".qcow2")?
+                    .parse()
+                    .ok()
+            };
+            let d = names::domain(&lab.name, &m.name);
+            let current = match hv.domain_state(&d)? {
+                Some(_) => disk_source(&hv.domain_xml(&d)?).and_then(gen_of),
+                None => None,
+            }
+            .or_else(|| known.get(&m.name).copied())
+            .unwrap_or(0);
+            let highest = vols.iter().filter_map(|v| gen_of(v)).max().unwrap_or(0);
+            out.insert(m.name.clone(), (current, highest.max(current) + 1));
+        }
+        Ok(out)
+    })
+    .await?)
+}
+
+/// The file behind the domain's first disk (vda).
+fn disk_source(domain_xml: &str) -> Option<&str> {
+    let vda = domain_xml
+        .find("dev='vda'")
+        .or_else(|| domain_xml.find("dev=\"vda\""))?;
+    let disk = domain_xml[..vda].rfind("<disk")?;
+    let src = domain_xml[disk..vda].find("<source file=")? + disk + "<source file=".len();
+    let quote = domain_xml[src..].chars().next()?;
+    let body = &domain_xml[src + 1..];
+    Some(&body[..body.find(quote)?])
+}
+
 fn dom(ctx: &Context, machine: &str) -> String {
     names::domain(&ctx.lab.name, machine)
 }
@@ -115,12 +160,12 @@ pub async fn snapshot(
         async move { Ok(call(&ctx.hv, move |hv| hv.suspend_domain(&d)).await?) }
     })
     .await?;
-    let gens = state.active.clone();
+    let gens = generations(ctx, &state).await?;
     let result = for_each_machine(ctx, |m| {
         let d = dom(ctx, &m);
-        let gen = gens.get(&m).copied().unwrap_or(0);
+        let (gen, next_gen) = gens[&m];
         let layer = names::vol::active(&m, gen);
-        let next = format!("{pool_path}/{}", names::vol::active(&m, gen + 1));
+        let next = format!("{pool_path}/{}", names::vol::active(&m, next_gen));
         let memory = (!disk_only).then(|| format!("{m}.mem-{}", gen));
         let mem_path = memory.as_ref().map(|v| format!("{pool_path}/{v}"));
         let snap = xml::external_snapshot(&format!("lab-{gen}"), mem_path.as_deref(), &next);
@@ -146,7 +191,12 @@ pub async fn snapshot(
     })
     .await;
     let machines: BTreeMap<String, MachineRecord> = match result {
-        Ok(r) => r.into_iter().collect(),
+        Ok(r) => {
+            for (m, (_, next)) in &gens {
+                state.active.insert(m.clone(), *next);
+            }
+            r.into_iter().collect()
+        }
         Err(e) => {
             // Nothing was recorded; the machines run on as before. Only a killed process leaves `pending` set.
             state.pending = None;
@@ -155,9 +205,6 @@ pub async fn snapshot(
         }
     };
     let paused_for = paused_at.elapsed();
-    for m in machines.keys() {
-        *state.active.entry(m.clone()).or_insert(0) += 1;
-    }
     let record = Record {
         name: name.to_string(),
         parent: state.current.clone().filter(|c| c != name),
@@ -221,9 +268,12 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
 
     // The replaced disks become the `undo` checkpoint (unless we are restoring `undo` itself).
     let keep_undo = name != UNDO;
-    let old_gens = state.active.clone();
+    let gens = generations(ctx, &state).await?;
+    let old_gens: BTreeMap<String, u64> =
+        gens.iter().map(|(m, (cur, _))| (m.clone(), *cur)).collect();
     if keep_undo {
         retire_undo(ctx, &mut state).await?;
+        ctx.save(&state)?;
     }
     if keep_undo {
         flush_guests(ctx).await;
@@ -234,8 +284,7 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
     for_each_machine(ctx, |m| {
         let d = dom(ctx, &m);
         let mr = record.machines.get(&m).cloned();
-        let gen = state.active.get(&m).copied().unwrap_or(0) + 1;
-        let disk_vol = names::vol::active(&m, gen);
+        let disk_vol = names::vol::active(&m, gens[&m].1);
         let machine = lab.machine(&m).cloned().expect("lab machine");
         let paths = xml::MachinePaths {
             disk: format!("{pool_path}/{disk_vol}"),
@@ -283,8 +332,8 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
         .await?;
     }
     let resumed = start.elapsed();
-    for m in record.machines.keys() {
-        *state.active.entry(m.clone()).or_insert(0) += 1;
+    for (m, (_, next)) in &gens {
+        state.active.insert(m.clone(), *next);
     }
     if keep_undo {
         let machines = old_gens
@@ -501,6 +550,19 @@ pub async fn remove(ctx: &Context, name: &str, recursive: bool) -> Result<Vec<St
     }
     ctx.save(&state)?;
     Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_first_disk_source() {
+        let x = "<domain><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+                 <source file='/p/alpha.active-3.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+                 <disk type='file'><source file='/p/alpha.seed.img'/><target dev='vdb'/></disk></devices></domain>";
+        assert_eq!(super::disk_source(x), Some("/p/alpha.active-3.qcow2"));
+        let y = x.replace('\'', "\"");
+        assert_eq!(super::disk_source(&y), Some("/p/alpha.active-3.qcow2"));
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
