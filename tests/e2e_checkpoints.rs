@@ -218,6 +218,27 @@ fn checkpoints_end_to_end() {
     assert_eq!(find(&list, "one")["built"], false);
     assert_eq!(find(&list, "two")["built"], false);
 
+    // kill -9 in the middle of a snapshot and of a restore: the next command says so, and the lab restores.
+    let mut child = lab.spawn(&["snapshot", "z"]);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = lab.spawn(&["restore", "a"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = lab.lab(&["restore", "b"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not finish"),
+        "the interruption is reported"
+    );
+    assert_eq!(both(&lab, "sudo cat /root/marker"), ["B", "B"]);
+
     lab.ok(&["destroy", "--yes"]);
     assert_eq!(
         host_objects(),

@@ -406,6 +406,10 @@ async fn flush_guests(ctx: &Context) {
         let keys = keys.clone();
         async move {
             let Ok(t) = ctx.target(&m.name) else { return };
+            let d = dom(ctx, &m.name);
+            if !matches!(call(&ctx.hv, move |hv| hv.domain_state(&d)).await, Ok(Some(DomainState::Running))) {
+                return;
+            }
             if !matches!(ssh::run(&t, &keys, "sudo -n sync", None, Duration::from_secs(30)).await, Ok(o) if o.code == 0) {
                 ctx.ui.warn(&format!("{}: could not flush its disks; `undo` keeps what was on disk", m.name));
             }

@@ -193,6 +193,23 @@ impl TestLab {
         out
     }
 
+    /// Starts `lab ARGS` without waiting (to interrupt it).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        eprintln!("$ lab {} &", args.join(" "));
+        Command::new(env!("CARGO_BIN_EXE_lab"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("XDG_CACHE_HOME", self.path("cache"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("LAB_ACCEL", "tcg")
+            .env("LAB_CONNECT", "qemu:///system")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run lab")
+    }
+
     /// `lab ARGS` that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.lab(args);
