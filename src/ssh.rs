@@ -142,14 +142,59 @@ impl Keys {
     }
 }
 
-/// Where `ssh` must jump through to reach the lab network: the libvirt host of a `qemu+ssh://` URI.
-pub fn jump_host(uri: &str) -> Option<String> {
+/// The libvirt host of a `qemu+ssh://` URI, through which `ssh` reaches the lab network (VMs live on its bridge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jump {
+    /// `[user@]host`
+    pub destination: String,
+    pub port: Option<u16>,
+    /// The URI's `keyfile=` parameter, as libvirt uses it.
+    pub keyfile: Option<String>,
+    /// The URI's `no_verify=1`: the user asked libvirt not to check that host's key.
+    pub no_verify: bool,
+}
+
+pub fn jump_host(uri: &str) -> Option<Jump> {
     let (scheme, rest) = uri.split_once("://")?;
     if !scheme.ends_with("+ssh") {
         return None;
     }
     let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
-    Some(authority.to_string())
+    let (destination, port) = match authority.rsplit_once(':') {
+        Some((d, p)) if p.chars().all(|c| c.is_ascii_digit()) => (d.to_string(), p.parse().ok()),
+        _ => (authority.to_string(), None),
+    };
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    let param = |k: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
+    };
+    Some(Jump {
+        destination,
+        port,
+        keyfile: param("keyfile"),
+        no_verify: param("no_verify").as_deref() == Some("1"),
+    })
+}
+
+impl Jump {
+    /// A ProxyCommand that opens the way to the lab network through the libvirt host.
+    pub fn proxy_command(&self) -> String {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut c = String::from("ssh -o BatchMode=yes");
+        if let Some(k) = &self.keyfile {
+            c.push_str(&format!(" -i {}", quote(k)));
+        }
+        if let Some(p) = self.port {
+            c.push_str(&format!(" -p {p}"));
+        }
+        if self.no_verify {
+            c.push_str(" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null");
+        }
+        c.push_str(&format!(" -W %h:%p {}", quote(&self.destination)));
+        c
+    }
 }
 
 /// One machine as ssh sees it.
@@ -159,7 +204,7 @@ pub struct Target {
     pub machine: String,
     pub user: String,
     pub ip: Ipv4Addr,
-    pub jump: Option<String>,
+    pub jump: Option<Jump>,
 }
 
 impl Target {
@@ -198,8 +243,8 @@ impl Target {
             "LogLevel=ERROR".into(),
         ];
         if let Some(j) = &self.jump {
-            a.push("-J".into());
-            a.push(j.clone());
+            a.push("-o".into());
+            a.push(format!("ProxyCommand={}", j.proxy_command()));
         }
         a.push(format!("{}@{}", self.user, self.ip));
         a
@@ -307,14 +352,16 @@ mod tests {
     #[test]
     fn jump_host_only_for_ssh_uris() {
         assert_eq!(jump_host("qemu:///system"), None);
-        assert_eq!(
-            jump_host("qemu+ssh://ann@hv1/system").as_deref(),
-            Some("ann@hv1")
-        );
-        assert_eq!(
-            jump_host("qemu+ssh://hv2:2222/system?keyfile=x").as_deref(),
-            Some("hv2:2222")
-        );
         assert_eq!(jump_host("qemu+tcp://hv1/system"), None);
+        let j = jump_host("qemu+ssh://ann@hv1/system").unwrap();
+        assert_eq!(j.proxy_command(), "ssh -o BatchMode=yes -W %h:%p 'ann@hv1'");
+        let j =
+            jump_host("qemu+ssh://root@127.0.0.1:2222/system?keyfile=/k/id&no_verify=1").unwrap();
+        assert_eq!(j.port, Some(2222));
+        assert_eq!(
+            j.proxy_command(),
+            "ssh -o BatchMode=yes -i '/k/id' -p 2222 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+             -W %h:%p 'root@127.0.0.1'"
+        );
     }
 }
