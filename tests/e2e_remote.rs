@@ -1,0 +1,128 @@
+//! A lab on a "remote" libvirt host through libvirt's own `qemu+ssh://` URI. The remote host is this machine,
+//! reached through an sshd the test starts on the loopback address, so the whole remote path runs for real: the
+//! image and seeds uploaded as volume streams over the SSH connection, the console read back the same way, and
+//! `lab ssh` reaching the machines through the libvirt host.
+
+mod common;
+use common::*;
+use std::process::{Child, Command, Stdio};
+
+struct Sshd {
+    child: Child,
+    port: u16,
+    key: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sshd() -> Sshd {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f);
+    for (key, t) in [("host_key", "ed25519"), ("id", "ed25519")] {
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", t, "-N", "", "-f"])
+            .arg(p(key))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    std::fs::copy(p("id.pub"), p("authorized_keys")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {}\n",
+        p("host_key").display(),
+        p("authorized_keys").display(),
+        p("sshd.pid").display()
+    );
+    std::fs::write(p("sshd_config"), config).unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(p("sshd_config"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sshd (openssh-server)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Sshd {
+        child,
+        port,
+        key: p("id"),
+        _dir: dir,
+    }
+}
+
+#[test]
+fn lab_on_a_remote_libvirt_host() {
+    if !enabled("lab_on_a_remote_libvirt_host") {
+        return;
+    }
+    let before = host_objects();
+    let sshd = start_sshd();
+    let uri = format!(
+        "qemu+ssh://root@127.0.0.1:{}/system?keyfile={}&no_verify=1",
+        sshd.port,
+        sshd.key.display()
+    );
+    let lab = test_lab("remote", 15, "");
+    let env = [("LAB_CONNECT", uri.as_str())];
+    let run = |args: &[&str]| {
+        let out = lab.lab_with(args, &env);
+        assert!(
+            out.status.success(),
+            "lab {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    run(&["up"]);
+    let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
+    assert_eq!(status["uri"], uri.as_str());
+    assert_eq!(status["machines"][0]["state"], "running");
+    // Through the libvirt host to the lab network.
+    let out = run(&["ssh", "alpha", "--", "ping -c 1 -W 5 beta && hostname"]);
+    assert!(out.contains("alpha"), "{out}");
+    // The lab lives on that URI: a command on another URI refuses it.
+    let other = lab.lab(&["snapshot", "x"]);
+    assert_ne!(other.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("lives on"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+
+    // Checkpoints on the remote host.
+    run(&["ssh", "beta", "--", "echo R | sudo tee /root/marker"]);
+    run(&["snapshot", "r"]);
+    run(&["ssh", "beta", "--", "echo S | sudo tee /root/marker"]);
+    run(&["restore", "r"]);
+    assert_eq!(
+        run(&["ssh", "beta", "--", "sudo cat /root/marker"]).trim(),
+        "R"
+    );
+
+    run(&["destroy", "--yes"]);
+    assert_eq!(
+        host_objects(),
+        before,
+        "destroy over the remote URI leaves the host as it was"
+    );
+}
