@@ -429,6 +429,45 @@ async fn current_accel(ctx: &Context) -> Result<xml::Accel> {
     })
 }
 
+/// Sets one guest's clock. The SSH session is opened first and the guest says when it is ready to read; only
+/// then is the host's time taken and sent, so the slow SSH handshake (seconds under emulation) adds no error.
+async fn set_clock(t: &ssh::Target, keys: &ssh::Keys) -> std::result::Result<(), String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut c = t.command(
+        keys,
+        "sudo -n bash -c 'echo ready; read -r t; date -u -s \"@$t\" >/dev/null'",
+    );
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let talk = async {
+        match lines.next_line().await {
+            Ok(Some(l)) if l.trim() == "ready" => {}
+            other => return Err(format!("unexpected answer {other:?}")),
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        stdin
+            .write_all(format!("{}.{:06}\n", now.as_secs(), now.subsec_micros()).as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(stdin);
+        let status = child.wait().await.map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("date exited with {status}"))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), talk)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
 /// Sets every guest clock to the host's time (a restored guest keeps the clock of its checkpoint).
 pub async fn sync_clocks(ctx: &Context) -> Result<()> {
     let keys = ctx.keys();
@@ -438,23 +477,14 @@ pub async fn sync_clocks(ctx: &Context) -> Result<()> {
             let t = ctx.target(&m)?;
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
-                // The time is taken as late as possible: the command is built right before ssh starts.
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                let cmd = format!(
-                    "sudo -n date -u -s @{}.{:03} >/dev/null",
-                    now.as_secs(),
-                    now.subsec_millis()
-                );
-                match ssh::run(&t, &keys, &cmd, None, Duration::from_secs(30)).await {
-                    Ok(o) if o.code == 0 => return Ok(()),
-                    _ if Instant::now() > deadline => {
+                match set_clock(&t, &keys).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if Instant::now() > deadline => {
                         return Err(Error::Failed(format!(
-                            "{m}: could not set the clock after the restore"
+                            "{m}: could not set the clock after the restore: {e}"
                         )))
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
             }
         }
