@@ -297,6 +297,16 @@ pub async fn run(
             let _ = stdin.shutdown().await;
         });
     }
+    collect(t, remote, child, limit).await
+}
+
+/// Waits for a started ssh within `limit` and gathers its exit code and output.
+async fn collect(
+    t: &Target,
+    remote: &str,
+    child: tokio::process::Child,
+    limit: Duration,
+) -> Result<Output, SshError> {
     match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(out) => {
             let out = out.map_err(SshError::Spawn)?;
@@ -328,21 +338,7 @@ pub async fn run_with_file(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = c.spawn().map_err(SshError::Spawn)?;
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Ok(out) => {
-            let out = out.map_err(SshError::Spawn)?;
-            Ok(Output {
-                code: out.status.code().unwrap_or(255),
-                stdout: out.stdout,
-                stderr: out.stderr,
-            })
-        }
-        Err(_) => Err(SshError::Timeout {
-            machine: t.machine.clone(),
-            command: remote.chars().take(60).collect(),
-            secs: limit.as_secs(),
-        }),
-    }
+    collect(t, remote, child, limit).await
 }
 
 #[cfg(test)]

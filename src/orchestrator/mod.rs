@@ -121,7 +121,8 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Everything a command works with.
+/// Everything a command works with (cheap to clone: the hypervisor and UI are shared).
+#[derive(Clone)]
 pub struct Context {
     pub lab: Lab,
     pub hv: Shared,

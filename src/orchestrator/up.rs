@@ -135,7 +135,7 @@ async fn up_inner(ctx: &Context, opts: &UpOptions, existed: Option<State>) -> Re
     // 6. Every machine, in parallel.
     let deadline = Instant::now() + boot_timeout();
     let mut tasks = tokio::task::JoinSet::new();
-    let shared = Arc::new(ctx_clone(ctx));
+    let shared = Arc::new(ctx.clone());
     for (m, seed) in lab.machines.iter().zip(seeds) {
         let generation = *state.active.entry(m.name.clone()).or_insert(0);
         let paths = MachinePaths {
@@ -193,17 +193,6 @@ async fn up_inner(ctx: &Context, opts: &UpOptions, existed: Option<State>) -> Re
         .await?;
     }
     Ok(())
-}
-
-/// A cheap copy of the context for a spawned task.
-fn ctx_clone(ctx: &Context) -> Context {
-    Context {
-        lab: ctx.lab.clone(),
-        hv: ctx.hv.clone(),
-        dirs: ctx.dirs.clone(),
-        ui: ctx.ui.clone(),
-        download: ctx.download.clone(),
-    }
 }
 
 /// Where lab's pools live on the hypervisor host (`LAB_POOL_ROOT` overrides).
