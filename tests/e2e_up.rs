@@ -131,6 +131,7 @@ fn subnet_clash_is_refused_before_anything_is_made() {
     if !enabled("subnet_clash_is_refused_before_anything_is_made") {
         return;
     }
+    let before = host_objects();
     // A libvirt network of someone else's on the lab's subnet.
     let net = "<network><name>e2e-other</name><ip address='10.241.14.1' prefix='24'/></network>";
     let file = std::env::temp_dir().join("e2e-other-net.xml");
@@ -145,7 +146,6 @@ fn subnet_clash_is_refused_before_anything_is_made() {
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
-    let before = host_objects();
     let lab = test_lab("clash", 14, "");
     let out = lab.lab(&["up"]);
     let _ = std::process::Command::new("virsh")

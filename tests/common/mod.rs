@@ -278,6 +278,8 @@ pub fn host_objects() -> Vec<String> {
             .map(|n| format!("network {n}")),
     );
     for p in virsh(&["pool-list", "--all", "--name"]) {
+        // Files libvirt made outside the storage API (snapshot overlays, memory files) show after a refresh.
+        virsh(&["pool-refresh", &p]);
         for v in virsh(&["vol-list", &p]).into_iter().skip(2) {
             all.push(format!("volume {p}/{v}"));
         }
