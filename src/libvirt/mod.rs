@@ -141,6 +141,8 @@ pub trait Hypervisor: Send + Sync {
     fn resume_domain(&self, name: &str) -> Result<()>;
     /// An external snapshot (disk, and memory unless `disk_only`) that libvirt keeps no record of.
     fn external_snapshot(&self, name: &str, snapshot_xml: &str, disk_only: bool) -> Result<()>;
+    /// Sends a QEMU guest agent command (JSON) and returns its answer; fails fast when no agent answers.
+    fn agent(&self, name: &str, command: &str, timeout_secs: i32) -> Result<String>;
     /// Starts a domain from a memory file written by an external snapshot, with `xml` as its definition.
     fn restore_memory(&self, memory_file: &str, xml: &str, paused: bool) -> Result<()>;
 }

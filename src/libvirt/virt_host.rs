@@ -493,6 +493,12 @@ impl Hypervisor for VirtHost {
             .map_err(wrap("snapshot domain", name))
     }
 
+    fn agent(&self, name: &str, command: &str, timeout_secs: i32) -> Result<String> {
+        self.domain(name)?
+            .qemu_agent_command(command, timeout_secs, 0)
+            .map_err(wrap("ask the guest agent of", name))
+    }
+
     fn restore_memory(&self, memory_file: &str, xml: &str, paused: bool) -> Result<()> {
         let flags = if paused {
             sys::VIR_DOMAIN_SAVE_PAUSED

@@ -407,7 +407,17 @@ async fn flush_guests(ctx: &Context) {
         async move {
             let Ok(t) = ctx.target(&m.name) else { return };
             let d = dom(ctx, &m.name);
-            if !matches!(call(&ctx.hv, move |hv| hv.domain_state(&d)).await, Ok(Some(DomainState::Running))) {
+            let d2 = d.clone();
+            if !matches!(call(&ctx.hv, move |hv| hv.domain_state(&d2)).await, Ok(Some(DomainState::Running))) {
+                return;
+            }
+            // The guest agent, where the image has one: freezing writes every file system's dirty data out.
+            let frozen = call(&ctx.hv, move |hv| {
+                hv.agent(&d, r#"{"execute":"guest-fsfreeze-freeze"}"#, 10)?;
+                hv.agent(&d, r#"{"execute":"guest-fsfreeze-thaw"}"#, 10)
+            })
+            .await;
+            if frozen.is_ok() {
                 return;
             }
             if !matches!(ssh::run(&t, &keys, "sudo -n sync", None, Duration::from_secs(30)).await, Ok(o) if o.code == 0) {
@@ -476,6 +486,24 @@ pub async fn sync_clocks(ctx: &Context) -> Result<()> {
         async move {
             let t = ctx.target(&m)?;
             let deadline = Instant::now() + Duration::from_secs(120);
+            let d = dom(ctx, &m);
+            let agent_set = call(&ctx.hv, move |hv| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                hv.agent(
+                    &d,
+                    &format!(
+                        r#"{{"execute":"guest-set-time","arguments":{{"time":{}}}}}"#,
+                        now.as_nanos()
+                    ),
+                    5,
+                )
+            })
+            .await;
+            if agent_set.is_ok() {
+                return Ok(());
+            }
             loop {
                 match set_clock(&t, &keys).await {
                     Ok(()) => return Ok(()),
