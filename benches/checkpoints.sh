@@ -41,7 +41,17 @@ make_lab() { # NAME MACHINES INDEX
     echo "$dir"
 }
 
-secs() { local s; s=$(date +%s.%N); "$@" >/dev/null 2>&1; echo "$(date +%s.%N) - $s" | bc; }
+# Seconds a command takes; its output goes to $work/log, shown if it fails.
+secs() {
+    local s
+    s=$(date +%s.%N)
+    if ! "$@" >>"$work/log" 2>&1; then
+        echo "failed: $*" >&2
+        tail -n 20 "$work/log" >&2
+        return 1
+    fi
+    echo "$(date +%s.%N) - $s" | bc
+}
 
 many=$(make_lab many "$n" 1)
 one=$(make_lab one 1 2)
@@ -61,8 +71,8 @@ for d in $doms; do virsh snapshot-delete "$d" vbench >/dev/null || true; done
 "$lab" destroy --yes >/dev/null
 
 cd "$one"
-"$lab" up >/dev/null 2>&1
-"$lab" snapshot bench >/dev/null 2>&1
+secs "$lab" up >/dev/null
+secs "$lab" snapshot bench >/dev/null
 t_one=$(secs "$lab" restore bench)
 "$lab" destroy --yes >/dev/null
 
