@@ -300,7 +300,7 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
                 if hv.domain_state(&d)?.is_some() {
                     hv.stop_domain(&d)?;
                 }
-                let _ = hv.delete_volume(&pool, &disk_vol);
+                // `generations` picked a name above every disk in the pool: nothing to clear first.
                 hv.create_volume(
                     &pool,
                     &xml::overlay(
