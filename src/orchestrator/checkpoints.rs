@@ -378,13 +378,13 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
 
     if record.memory {
         sync_clocks(ctx).await?;
-    } else {
-        let deadline = Instant::now() + boot_timeout();
-        for_each_machine(ctx, |m| async move {
-            wait_ready(ctx, &ctx.target(&m)?, deadline).await
-        })
-        .await?;
     }
+    // Done when every machine answers SSH: a resumed guest's network may need a moment, a disk-only one boots.
+    let deadline = Instant::now() + boot_timeout();
+    for_each_machine(ctx, |m| async move {
+        wait_ready(ctx, &ctx.target(&m)?, deadline).await
+    })
+    .await?;
     ctx.ui.info(&format!(
         "restored `{name}` on {} machine(s) in {:.1} s{}",
         record.machines.len(),
