@@ -11,6 +11,10 @@ work=$(mktemp -d)
 export XDG_CACHE_HOME=$work/cache XDG_STATE_HOME=$work/state
 lab=$here/target/release/lab
 server_pid=
+# Every command's output, with the phase timings of each (LAB_LOG), is kept here for a look afterwards.
+log=$here/target/bench-checkpoints.log
+export LAB_LOG=${LAB_LOG:-lab=debug}
+: >"$log"
 
 cleanup() {
     for d in "$work"/lab-*; do
@@ -41,13 +45,14 @@ make_lab() { # NAME MACHINES INDEX
     echo "$dir"
 }
 
-# Seconds a command takes; its output goes to $work/log, shown if it fails.
+# Seconds a command takes; its output goes to $log, shown if it fails.
 secs() {
     local s
+    echo "== $*" >>"$log"
     s=$(date +%s.%N)
-    if ! "$@" >>"$work/log" 2>&1; then
+    if ! "$@" >>"$log" 2>&1; then
         echo "failed: $*" >&2
-        tail -n 20 "$work/log" >&2
+        tail -n 20 "$log" >&2
         return 1
     fi
     echo "$(date +%s.%N) - $s" | bc

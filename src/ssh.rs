@@ -258,6 +258,49 @@ impl Target {
     }
 }
 
+/// Whether sshd on the machine takes connections: directly, a TCP connection to port 22 that the guest accepts;
+/// through the libvirt host (qemu+ssh), the server's greeting read through the ProxyCommand (a forwarded channel
+/// says nothing until the far side speaks). Either proves the network path and a listening sshd without a login's
+/// key exchange, which costs seconds of emulated CPU on a guest without KVM.
+pub async fn port_open(t: &Target, limit: Duration) -> Result<(), String> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let check = async {
+        let Some(j) = &t.jump else {
+            return tokio::net::TcpStream::connect((t.ip, 22))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string());
+        };
+        let proxy = j
+            .proxy_command()
+            .replace("%h", &t.ip.to_string())
+            .replace("%p", "22");
+        let mut child = Command::new("sh")
+            .args(["-c", &proxy])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or("no stdout")?)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        if line.starts_with("SSH-") {
+            Ok(())
+        } else if line.is_empty() {
+            Err("the connection closed without a greeting".to_string())
+        } else {
+            Err(format!("unexpected greeting {:?}", line.trim_end()))
+        }
+    };
+    tokio::time::timeout(limit, check)
+        .await
+        .map_err(|_| format!("no answer within {} s", limit.as_secs()))?
+}
+
 /// The output of a remote command.
 #[derive(Debug, Clone)]
 pub struct Output {

@@ -4,14 +4,13 @@
 //! the memory file with the domain pointing at that overlay. libvirt keeps no snapshot metadata, so this works on
 //! libvirt versions without external-snapshot revert and on UEFI guests alike.
 
-use super::guest::{boot_timeout, wait_ready};
+use super::guest::{self, boot_timeout, wait_ready};
 use super::{Context, Error, Result};
 use crate::checkpoint::{self, MachineRecord, Record, UNDO};
 use crate::libvirt::{call, DomainState};
 use crate::model::BASE;
 use crate::render::names;
 use crate::render::xml;
-use crate::ssh;
 use crate::state::State;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -102,6 +101,16 @@ fn disk_source(domain_xml: &str) -> Option<&str> {
     let quote = domain_xml[src..].chars().next()?;
     let body = &domain_xml[src + 1..];
     Some(&body[..body.find(quote)?])
+}
+
+/// How long one machine's step of a restore took (`LAB_LOG=lab=debug`).
+fn debug_step(machine: &str, step: &str, since: Instant) {
+    tracing::debug!(
+        machine,
+        step,
+        ms = since.elapsed().as_millis() as u64,
+        "restore step"
+    );
 }
 
 fn dom(ctx: &Context, machine: &str) -> String {
@@ -232,6 +241,7 @@ pub async fn snapshot(
 /// Returns every machine to a built checkpoint, all machines at once. The state it replaces is kept as the
 /// disk-only checkpoint `undo` (its disks become a layer; nothing is copied).
 pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
+    let mut phases = super::Phases::new("restore");
     let mut state = ctx.state()?;
     report_pending(ctx, &mut state);
     let record = state
@@ -265,23 +275,24 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
     };
     state.pending = Some(format!("restore {name}"));
     ctx.save(&state)?;
+    phases.done("check files");
 
     // The replaced disks become the `undo` checkpoint (unless we are restoring `undo` itself).
     let keep_undo = name != UNDO;
     let gens = generations(ctx, &state).await?;
     let old_gens: BTreeMap<String, u64> =
         gens.iter().map(|(m, (cur, _))| (m.clone(), *cur)).collect();
+    phases.done("generations");
     if keep_undo {
         retire_undo(ctx, &mut state).await?;
         ctx.save(&state)?;
-    }
-    if keep_undo {
-        flush_guests(ctx).await;
+        phases.done("retire undo");
     }
     let start = Instant::now();
     let lab = ctx.lab.clone();
     let accel = current_accel(ctx).await?;
-    for_each_machine(ctx, |m| {
+    // Each machine on its own: new overlay and flush (the old disk becomes `undo`), power off, memory loaded paused.
+    let agents = for_each_machine(ctx, |m| {
         let d = dom(ctx, &m);
         let mr = record.machines.get(&m).cloned();
         let disk_vol = names::vol::active(&m, gens[&m].1);
@@ -296,33 +307,61 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
         let pool_path = pool_path.clone();
         async move {
             let mr = mr.ok_or_else(|| Error::Failed(format!("checkpoint has no disk for {m}")))?;
+            // The new disk (an empty overlay on the checkpoint's frozen layer) is made while the guest flushes:
+            // neither touches the running machine's disk. `generations` picked a name above every disk in the
+            // pool, so there is nothing to clear first.
+            let overlay = xml::overlay(
+                &disk_vol,
+                machine.disk,
+                &format!("{pool_path}/{}", mr.layer),
+                "qcow2",
+            );
+            let make_overlay = async {
+                let t = Instant::now();
+                call(&ctx.hv, move |hv| hv.create_volume(&pool, &overlay)).await?;
+                debug_step(&m, "overlay", t);
+                Ok::<_, Error>(())
+            };
+            let flush = async {
+                let t = Instant::now();
+                let agent = keep_undo && guest::flush(ctx, &m).await;
+                debug_step(&m, "flush", t);
+                agent
+            };
+            let (made, agent) = tokio::join!(make_overlay, flush);
+            made?;
             call(&ctx.hv, move |hv| {
+                let t = Instant::now();
                 if hv.domain_state(&d)?.is_some() {
                     hv.stop_domain(&d)?;
                 }
-                // `generations` picked a name above every disk in the pool: nothing to clear first.
-                hv.create_volume(
-                    &pool,
-                    &xml::overlay(
-                        &disk_vol,
-                        machine.disk,
-                        &format!("{pool_path}/{}", mr.layer),
-                        "qcow2",
-                    ),
-                )?;
+                debug_step(&d, "stop", t);
+                let t = Instant::now();
                 hv.define_domain(&domain_xml)?;
                 match &mr.memory {
                     Some(mem) => {
-                        hv.restore_memory(&format!("{pool_path}/{mem}"), &domain_xml, true)
+                        hv.restore_memory(&format!("{pool_path}/{mem}"), &domain_xml, true)?
                     }
-                    None => hv.start_domain(&d),
+                    None => hv.start_domain(&d)?,
                 }
+                debug_step(
+                    &d,
+                    if mr.memory.is_some() {
+                        "define, memory"
+                    } else {
+                        "define, start"
+                    },
+                    t,
+                );
+                Ok(())
             })
             .await?;
-            Ok(())
+            Ok(agent)
         }
     })
-    .await?;
+    .await?
+    .into_iter()
+    .collect::<BTreeMap<String, bool>>();
     // All memory-restored machines resume together.
     if record.memory {
         for_each_machine(ctx, |m| {
@@ -332,6 +371,7 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
         .await?;
     }
     let resumed = start.elapsed();
+    phases.done("machines restored and resumed");
     for (m, (_, next)) in &gens {
         state.active.insert(m.clone(), *next);
     }
@@ -375,16 +415,28 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
     state.current = Some(name.to_string());
     state.pending = None;
     ctx.save(&state)?;
+    phases.done("state saved");
 
-    if record.memory {
-        sync_clocks(ctx).await?;
-    }
-    // Done when every machine answers SSH: a resumed guest's network may need a moment, a disk-only one boots.
+    // Done when every machine answers SSH. A resumed guest gets the host's time, then its network is checked
+    // (sshd's greeting); a booted one is waited for like `up` does.
     let deadline = Instant::now() + boot_timeout();
+    let memory = record.memory;
+    let agents = &agents;
     for_each_machine(ctx, |m| async move {
-        wait_ready(ctx, &ctx.target(&m)?, deadline).await
+        let t = ctx.target(&m)?;
+        if memory {
+            let agent_wait = Duration::from_secs(if agents[&m] { 10 } else { 1 });
+            let (clock, sshd) = tokio::join!(
+                guest::set_clock(ctx, &m, agent_wait),
+                guest::wait_sshd(ctx, &t, deadline)
+            );
+            clock.and(sshd)
+        } else {
+            wait_ready(ctx, &t, deadline).await
+        }
     })
     .await?;
+    phases.done("clocks and ssh");
     ctx.ui.info(&format!(
         "restored `{name}` on {} machine(s) in {:.1} s{}",
         record.machines.len(),
@@ -398,36 +450,6 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes every running guest's cached data to its disk, so the disks `undo` keeps hold the student's last work
-/// (machines are powered off hard afterwards). Best effort and bounded: a machine that does not answer is skipped.
-async fn flush_guests(ctx: &Context) {
-    let keys = ctx.keys();
-    let work = ctx.lab.machines.iter().map(|m| {
-        let keys = keys.clone();
-        async move {
-            let Ok(t) = ctx.target(&m.name) else { return };
-            let d = dom(ctx, &m.name);
-            let d2 = d.clone();
-            if !matches!(call(&ctx.hv, move |hv| hv.domain_state(&d2)).await, Ok(Some(DomainState::Running))) {
-                return;
-            }
-            // The guest agent, where the image has one: freezing writes every file system's dirty data out.
-            let frozen = call(&ctx.hv, move |hv| {
-                hv.agent(&d, r#"{"execute":"guest-fsfreeze-freeze"}"#, 10)?;
-                hv.agent(&d, r#"{"execute":"guest-fsfreeze-thaw"}"#, 10)
-            })
-            .await;
-            if frozen.is_ok() {
-                return;
-            }
-            if !matches!(ssh::run(&t, &keys, "sudo -n sync", None, Duration::from_secs(30)).await, Ok(o) if o.code == 0) {
-                ctx.ui.warn(&format!("{}: could not flush its disks; `undo` keeps what was on disk", m.name));
-            }
-        }
-    });
-    futures_util::future::join_all(work).await;
-}
-
 /// The acceleration the lab's domains were defined with.
 async fn current_accel(ctx: &Context) -> Result<xml::Accel> {
     let d = dom(ctx, &ctx.lab.machines[0].name);
@@ -437,88 +459,6 @@ async fn current_accel(ctx: &Context) -> Result<xml::Accel> {
     } else {
         xml::Accel::Tcg
     })
-}
-
-/// Sets one guest's clock. The SSH session is opened first and the guest says when it is ready to read; only
-/// then is the host's time taken and sent, so the slow SSH handshake (seconds under emulation) adds no error.
-async fn set_clock(t: &ssh::Target, keys: &ssh::Keys) -> std::result::Result<(), String> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let mut c = t.command(
-        keys,
-        "sudo -n bash -c 'echo ready; read -r t; date -u -s \"@$t\" >/dev/null'",
-    );
-    c.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let mut child = c.spawn().map_err(|e| e.to_string())?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let talk = async {
-        match lines.next_line().await {
-            Ok(Some(l)) if l.trim() == "ready" => {}
-            other => return Err(format!("unexpected answer {other:?}")),
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        stdin
-            .write_all(format!("{}.{:06}\n", now.as_secs(), now.subsec_micros()).as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        drop(stdin);
-        let status = child.wait().await.map_err(|e| e.to_string())?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("date exited with {status}"))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), talk)
-        .await
-        .map_err(|_| "timed out".to_string())?
-}
-
-/// Sets every guest clock to the host's time (a restored guest keeps the clock of its checkpoint).
-pub async fn sync_clocks(ctx: &Context) -> Result<()> {
-    let keys = ctx.keys();
-    for_each_machine(ctx, |m| {
-        let keys = keys.clone();
-        async move {
-            let t = ctx.target(&m)?;
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let d = dom(ctx, &m);
-            let agent_set = call(&ctx.hv, move |hv| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                hv.agent(
-                    &d,
-                    &format!(
-                        r#"{{"execute":"guest-set-time","arguments":{{"time":{}}}}}"#,
-                        now.as_nanos()
-                    ),
-                    5,
-                )
-            })
-            .await;
-            if agent_set.is_ok() {
-                return Ok(());
-            }
-            loop {
-                match set_clock(&t, &keys).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) if Instant::now() > deadline => {
-                        return Err(Error::Failed(format!(
-                            "{m}: could not set the clock after the restore: {e}"
-                        )))
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                }
-            }
-        }
-    })
-    .await?;
-    Ok(())
 }
 
 /// Makes room for a new `undo`: the old one goes, unless something is built on it (then it is kept under a

@@ -87,6 +87,235 @@ pub async fn wait_ready(ctx: &Context, t: &Target, deadline: Instant) -> Result<
     }
 }
 
+/// Waits until sshd on the machine takes connections (see `ssh::port_open`): after a memory restore the guest is
+/// already up, and this proves its network path is back without the seconds a login costs under emulation.
+pub async fn wait_sshd(ctx: &Context, t: &Target, deadline: Instant) -> Result<()> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let err = match ssh::port_open(t, left.min(Duration::from_secs(5))).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(Error::Failed(format!(
+                "{}: SSH did not answer after the restore ({err}){}",
+                t.machine,
+                console_tail(ctx, &t.machine, 15).await
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes a running guest's cached data to its disks, so a disk kept after a hard power-off holds the student's
+/// last work. Best effort and bounded: a machine that does not answer is skipped with a warning. Says whether
+/// the machine's guest agent answered.
+pub async fn flush(ctx: &Context, machine: &str) -> bool {
+    let d = names::domain(&ctx.lab.name, machine);
+    let d2 = d.clone();
+    if !matches!(
+        call(&ctx.hv, move |hv| hv.domain_state(&d2)).await,
+        Ok(Some(DomainState::Running))
+    ) {
+        return false;
+    }
+    // The guest agent, where the image has one: freezing writes every file system's dirty data out.
+    let frozen = call(&ctx.hv, move |hv| {
+        hv.agent(&d, r#"{"execute":"guest-fsfreeze-freeze"}"#, 10)?;
+        hv.agent(&d, r#"{"execute":"guest-fsfreeze-thaw"}"#, 10)
+    })
+    .await;
+    if frozen.is_ok() {
+        return true;
+    }
+    let synced = match ctx.target(machine) {
+        Ok(t) => matches!(
+            ssh::run(&t, &ctx.keys(), "sudo -n sync", None, Duration::from_secs(30)).await,
+            Ok(o) if o.code == 0
+        ),
+        Err(_) => false,
+    };
+    if !synced {
+        ctx.ui.warn(&format!(
+            "{machine}: could not flush its disks; `undo` keeps what was on disk"
+        ));
+    }
+    false
+}
+
+/// Sets the guest's clock to the host's (a restored guest wakes with its checkpoint's time). Through the guest
+/// agent where the image has one, else over SSH. Right after a memory restore libvirt reconnects to the agent
+/// only once QEMU reports the guest's end of the channel open, so "not connected" is retried for up to
+/// `agent_wait` (long when the agent is known to be there).
+pub async fn set_clock(ctx: &Context, machine: &str, agent_wait: Duration) -> Result<()> {
+    let started = Instant::now();
+    let d = names::domain(&ctx.lab.name, machine);
+    let by_agent = call(&ctx.hv, move |hv| {
+        let until = Instant::now() + agent_wait;
+        loop {
+            match agent_set_clock(hv, &d) {
+                Err(e) if e.contains("not connected") && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                r => return Ok(r),
+            }
+        }
+    })
+    .await?;
+    let how = match by_agent {
+        Ok(()) => "agent".to_string(),
+        Err(agent_err) => {
+            let t = ctx.target(machine)?;
+            let keys = ctx.keys();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                match ssh_set_clock(&t, &keys).await {
+                    Ok(()) => break format!("ssh (agent: {agent_err})"),
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(Error::Failed(format!(
+                            "{machine}: could not set the clock after the restore: {e}"
+                        )))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        }
+    };
+    tracing::debug!(
+        machine,
+        how,
+        ms = started.elapsed().as_millis() as u64,
+        "clock set"
+    );
+    Ok(())
+}
+
+/// Sets the guest's clock through the guest agent. The agent reads the guest's clock in its own process
+/// (milliseconds), which gives the offset to the host's; `date -s '+OFFSET seconds'` then moves the clock by that
+/// offset, relative to itself, so however long the command takes to start (a second, on a guest emulated without
+/// KVM that has just been restored) adds no error. The result is read back and checked. The agent's own
+/// guest-set-time is not used: it also writes the hardware clock, which waits for the next second's edge.
+fn agent_set_clock(
+    hv: &dyn crate::libvirt::Hypervisor,
+    dom: &str,
+) -> std::result::Result<(), String> {
+    let mut offset = agent_clock_offset(hv, dom)?;
+    // A first correction can land off when the guest is still busy waking up; a second one, rarely needed, fixes it.
+    for _ in 0..3 {
+        tracing::debug!(dom, offset, "guest clock offset");
+        if offset.abs() < 0.1 {
+            return Ok(());
+        }
+        agent_shift_clock(hv, dom, offset)?;
+        offset = agent_clock_offset(hv, dom)?;
+    }
+    if offset.abs() <= 0.5 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the guest clock is still {offset:+.3} s off after setting it"
+        ))
+    }
+}
+
+/// Moves the guest's clock by `offset` seconds with `date -s`, started by the agent; waits until it has run.
+fn agent_shift_clock(
+    hv: &dyn crate::libvirt::Hypervisor,
+    dom: &str,
+    offset: f64,
+) -> std::result::Result<(), String> {
+    let exec = serde_json::json!({
+        "execute": "guest-exec",
+        "arguments": {"path": "date", "arg": ["-u", "-s", format!("{offset:+.6} seconds")]},
+    });
+    let answer = hv
+        .agent(dom, &exec.to_string(), 5)
+        .map_err(|e| e.to_string())?;
+    let pid = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v["return"]["pid"].as_i64())
+        .ok_or_else(|| format!("guest-exec answered {answer}"))?;
+    let status =
+        serde_json::json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}).to_string();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = hv.agent(dom, &status, 5).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        if v["return"]["exited"].as_bool() == Some(true) {
+            return match v["return"]["exitcode"].as_i64() {
+                Some(0) => Ok(()),
+                code => Err(format!("date -s exited with {code:?}")),
+            };
+        }
+        if Instant::now() > until {
+            return Err("date -s did not finish within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Host time minus guest time in seconds, read through the agent (the host time taken halfway through the call).
+fn agent_clock_offset(
+    hv: &dyn crate::libvirt::Hypervisor,
+    dom: &str,
+) -> std::result::Result<f64, String> {
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+    };
+    let before = unix();
+    let answer = hv
+        .agent(dom, r#"{"execute":"guest-get-time"}"#, 5)
+        .map_err(|e| e.to_string())?;
+    let after = unix();
+    let guest_ns = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v["return"].as_i64())
+        .ok_or_else(|| format!("guest-get-time answered {answer}"))?;
+    Ok((before + after) / 2.0 - guest_ns as f64 / 1e9)
+}
+
+/// Sets one guest's clock over SSH. The session is opened first and the guest says when it is ready to read;
+/// only then is the host's time taken and sent, so the slow SSH handshake (seconds under emulation) adds no error.
+async fn ssh_set_clock(t: &Target, keys: &ssh::Keys) -> std::result::Result<(), String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut c = t.command(
+        keys,
+        "sudo -n bash -c 'echo ready; read -r t; date -u -s \"@$t\" >/dev/null'",
+    );
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let talk = async {
+        match lines.next_line().await {
+            Ok(Some(l)) if l.trim() == "ready" => {}
+            other => return Err(format!("unexpected answer {other:?}")),
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        stdin
+            .write_all(format!("{}.{:06}\n", now.as_secs(), now.subsec_micros()).as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(stdin);
+        let status = child.wait().await.map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("date exited with {status}"))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), talk)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
 /// Reads cloud-init's result.json: `{"v1": {"errors": [...]}}`.
 fn cloud_init_result(machine: &str, json: &str) -> Result<()> {
     let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();

@@ -218,3 +218,34 @@ pub async fn machine_states(ctx: &Context) -> Result<Vec<(String, Option<DomainS
     })
     .await?)
 }
+
+/// Times the phases of one command; `LAB_LOG=lab=debug` prints each (how the benchmarks' figures are explained).
+pub(crate) struct Phases {
+    command: &'static str,
+    start: std::time::Instant,
+    last: std::time::Instant,
+}
+
+impl Phases {
+    pub(crate) fn new(command: &'static str) -> Self {
+        let now = std::time::Instant::now();
+        Phases {
+            command,
+            start: now,
+            last: now,
+        }
+    }
+
+    /// Records that `phase` just ended.
+    pub(crate) fn done(&mut self, phase: &str) {
+        let now = std::time::Instant::now();
+        tracing::debug!(
+            command = self.command,
+            phase,
+            ms = (now - self.last).as_millis() as u64,
+            total_ms = (now - self.start).as_millis() as u64,
+            "phase done"
+        );
+        self.last = now;
+    }
+}

@@ -42,11 +42,13 @@ pub fn network(lab: &Lab) -> String {
             m.ip, m.name
         ));
     }
+    // STP off: a lab network is one bridge with no loops, and with STP on the kernel holds every new port (a
+    // machine just started or restored) in listening and learning for twice its 2 s minimum forward delay.
     format!(
         "<network>
   <name>{name}</name>
   <uuid>{uuid}</uuid>
-{forward}  <bridge name='{bridge}' stp='on' delay='0'/>
+{forward}  <bridge name='{bridge}' stp='off' delay='0'/>
   <mac address='{mac}'/>
   <domain name='{domain}' localOnly='yes'/>
   <dns>
