@@ -58,35 +58,61 @@ secs() {
     echo "$(date +%s.%N) - $s" | bc
 }
 
+# The median of several timings (restores vary by a second on a loaded two-core host).
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# How long the last snapshot kept the machines paused (lab prints it).
+paused() { grep -o 'machines paused [0-9.]* s' "$log" | tail -n 1 | awk '{print $3}'; }
+runs=${RUNS:-3}
+
 many=$(make_lab many "$n" 1)
 one=$(make_lab one 1 2)
 cd "$many"
 t_up=$(secs "$lab" up)
 t_snap=$(secs "$lab" snapshot bench)
-t_restore=$(secs "$lab" restore bench)
-t_restore2=$(secs "$lab" restore bench)
+p_snap=$(paused)
+t_first=$(secs "$lab" restore bench)
+times=()
+for _ in $(seq "$runs"); do times+=("$(secs "$lab" restore bench)"); done
+t_restore=$(median "${times[@]}")
 
-# Plain virsh: internal snapshots with memory, reverted one machine after another.
+# Plain virsh: internal snapshots with memory, reverted one machine after another (what vagrant-libvirt does);
+# then the same followed by setting each guest's clock (`virsh domtime --now`), the end state `lab restore` gives.
 doms=$(virsh list --name | grep "^lab-bench-many-")
 for d in $doms; do virsh snapshot-create-as "$d" vbench --diskspec vdb,snapshot=no >/dev/null; done
-start=$(date +%s.%N)
-for d in $doms; do virsh snapshot-revert "$d" vbench >/dev/null; done
-t_virsh=$(echo "$(date +%s.%N) - $start" | bc)
+times=()
+for _ in $(seq "$runs"); do
+    start=$(date +%s.%N)
+    for d in $doms; do virsh snapshot-revert "$d" vbench >/dev/null; done
+    times+=("$(echo "$(date +%s.%N) - $start" | bc)")
+done
+t_virsh=$(median "${times[@]}")
+times=()
+for _ in $(seq "$runs"); do
+    start=$(date +%s.%N)
+    for d in $doms; do virsh snapshot-revert "$d" vbench >/dev/null && virsh domtime "$d" --now >/dev/null; done
+    times+=("$(echo "$(date +%s.%N) - $start" | bc)")
+done
+t_virsh_clock=$(median "${times[@]}")
 for d in $doms; do virsh snapshot-delete "$d" vbench >/dev/null || true; done
 "$lab" destroy --yes >/dev/null
 
 cd "$one"
 secs "$lab" up >/dev/null
 secs "$lab" snapshot bench >/dev/null
-t_one=$(secs "$lab" restore bench)
+p_one=$(paused)
+times=()
+for _ in $(seq "$runs"); do times+=("$(secs "$lab" restore bench)"); done
+t_one=$(median "${times[@]}")
 "$lab" destroy --yes >/dev/null
 
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, accel $LAB_ACCEL, $n machines of 640 MiB"
-echo "lab up (cold boot, $n machines):             $t_up s"
-echo "lab snapshot ($n machines, memory):          $t_snap s"
-echo "lab restore ($n machines):                   $t_restore s (again: $t_restore2 s)"
-echo "lab restore (1 machine):                     $t_one s"
-echo "virsh snapshot-revert, one after another:    $t_virsh s"
-echo "ratio restore $n machines / 1 machine:       $(echo "scale=2; $t_restore2 / $t_one" | bc)"
-echo "ratio sequential virsh revert / lab restore: $(echo "scale=2; $t_virsh / $t_restore2" | bc)"
-echo "ratio cold boot / lab restore:               $(echo "scale=2; $t_up / $t_restore2" | bc)"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, accel $LAB_ACCEL, $n machines of 640 MiB; medians of $runs runs"
+echo "lab up (cold boot, $n machines):               $t_up s"
+echo "lab snapshot ($n machines, memory):            $t_snap s (machines paused $p_snap s; 1 machine: $p_one s)"
+echo "lab restore ($n machines):                     $t_restore s (first: $t_first s)"
+echo "lab restore (1 machine):                       $t_one s"
+echo "virsh snapshot-revert, one after another:      $t_virsh s"
+echo "  the same, each followed by virsh domtime:    $t_virsh_clock s"
+echo "ratio restore $n machines / 1 machine:         $(echo "scale=2; $t_restore / $t_one" | bc)"
+echo "ratio sequential virsh revert / lab restore:   $(echo "scale=2; $t_virsh / $t_restore" | bc)"
+echo "ratio virsh revert + domtime / lab restore:    $(echo "scale=2; $t_virsh_clock / $t_restore" | bc)"
+echo "ratio cold boot / lab restore:                 $(echo "scale=2; $t_up / $t_restore" | bc)"

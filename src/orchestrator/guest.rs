@@ -199,17 +199,19 @@ fn agent_set_clock(
     hv: &dyn crate::libvirt::Hypervisor,
     dom: &str,
 ) -> std::result::Result<(), String> {
+    // Good enough: a guest emulated without KVM loses that much while it wakes up anyway.
+    const CLOSE: f64 = 0.5;
     let mut offset = agent_clock_offset(hv, dom)?;
-    // A first correction can land off when the guest is still busy waking up; a second one, rarely needed, fixes it.
+    // A correction can land off when the guest is busy waking up; another one, rarely needed, fixes it.
     for _ in 0..3 {
         tracing::debug!(dom, offset, "guest clock offset");
-        if offset.abs() < 0.1 {
+        if offset.abs() < CLOSE {
             return Ok(());
         }
         agent_shift_clock(hv, dom, offset)?;
         offset = agent_clock_offset(hv, dom)?;
     }
-    if offset.abs() <= 0.5 {
+    if offset.abs() < CLOSE {
         Ok(())
     } else {
         Err(format!(
