@@ -324,16 +324,27 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
             };
             let flush = async {
                 let t = Instant::now();
-                let agent = keep_undo && guest::flush(ctx, &m).await;
+                let agent = keep_undo && guest::flush_for_power_off(ctx, &m).await;
                 debug_step(&m, "flush", t);
                 agent
             };
             let (made, agent) = tokio::join!(make_overlay, flush);
-            made?;
+            if let Err(e) = made {
+                if agent {
+                    let d = d.clone();
+                    let _ = call(&ctx.hv, move |hv| hv.agent(&d, guest::THAW, 5)).await;
+                }
+                return Err(e);
+            }
             call(&ctx.hv, move |hv| {
                 let t = Instant::now();
                 if hv.domain_state(&d)?.is_some() {
-                    hv.stop_domain(&d)?;
+                    if let Err(e) = hv.stop_domain(&d) {
+                        if agent {
+                            let _ = hv.agent(&d, guest::THAW, 5);
+                        }
+                        return Err(e);
+                    }
                 }
                 debug_step(&d, "stop", t);
                 let t = Instant::now();
@@ -362,7 +373,8 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
     .await?
     .into_iter()
     .collect::<BTreeMap<String, bool>>();
-    // All memory-restored machines resume together.
+    // All memory-restored machines resume together: the lab goes on from one instant, as it was saved (a
+    // machine woken earlier than its peers could, say, call an election its cluster did not need).
     if record.memory {
         for_each_machine(ctx, |m| {
             let d = dom(ctx, &m);

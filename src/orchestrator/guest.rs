@@ -107,10 +107,14 @@ pub async fn wait_sshd(ctx: &Context, t: &Target, deadline: Instant) -> Result<(
     }
 }
 
+/// The guest agent command that undoes `flush_for_power_off`, for when the power-off does not happen after all.
+pub const THAW: &str = r#"{"execute":"guest-fsfreeze-thaw"}"#;
+
 /// Writes a running guest's cached data to its disks, so a disk kept after a hard power-off holds the student's
-/// last work. Best effort and bounded: a machine that does not answer is skipped with a warning. Says whether
-/// the machine's guest agent answered.
-pub async fn flush(ctx: &Context, machine: &str) -> bool {
+/// last work. Through the guest agent the file systems are frozen, and left frozen: the machine is powered off
+/// next (send `THAW` if it is not). Best effort and bounded: a machine that does not answer is skipped with a
+/// warning. Says whether the machine's guest agent answered.
+pub async fn flush_for_power_off(ctx: &Context, machine: &str) -> bool {
     let d = names::domain(&ctx.lab.name, machine);
     let d2 = d.clone();
     if !matches!(
@@ -121,8 +125,7 @@ pub async fn flush(ctx: &Context, machine: &str) -> bool {
     }
     // The guest agent, where the image has one: freezing writes every file system's dirty data out.
     let frozen = call(&ctx.hv, move |hv| {
-        hv.agent(&d, r#"{"execute":"guest-fsfreeze-freeze"}"#, 10)?;
-        hv.agent(&d, r#"{"execute":"guest-fsfreeze-thaw"}"#, 10)
+        hv.agent(&d, r#"{"execute":"guest-fsfreeze-freeze"}"#, 10)
     })
     .await;
     if frozen.is_ok() {
