@@ -393,6 +393,196 @@ pub async fn run_root_streaming(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::libvirt::{Hypervisor, NetworkInfo, VolumeInfo};
+    use std::sync::Mutex;
+
+    /// A guest clock behind the agent protocol: `offset` is host time minus guest time; the first
+    /// `date -s +X seconds` lands `short` seconds short of X (a guest busy waking up), later ones exactly; a `stuck`
+    /// clock does not move at all; `exit` is date's exit code.
+    struct Clock {
+        offset: Mutex<f64>,
+        short: f64,
+        stuck: bool,
+        exit: i64,
+        execs: Mutex<u32>,
+    }
+
+    impl Clock {
+        fn new(offset: f64, short: f64) -> Clock {
+            Clock {
+                offset: Mutex::new(offset),
+                short,
+                stuck: false,
+                exit: 0,
+                execs: Mutex::new(0),
+            }
+        }
+    }
+
+    impl Hypervisor for Clock {
+        fn agent(&self, _: &str, command: &str, _: i32) -> crate::libvirt::Result<String> {
+            let v: serde_json::Value = serde_json::from_str(command).unwrap();
+            Ok(match v["execute"].as_str().unwrap() {
+                "guest-get-time" => {
+                    let host = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs_f64();
+                    let guest = host - *self.offset.lock().unwrap();
+                    format!(r#"{{"return":{}}}"#, (guest * 1e9) as i64)
+                }
+                "guest-exec" => {
+                    let args = &v["arguments"]["arg"];
+                    assert_eq!(args[0], "-u");
+                    assert_eq!(args[1], "-s");
+                    let shift: f64 = args[2]
+                        .as_str()
+                        .unwrap()
+                        .strip_suffix(" seconds")
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let mut execs = self.execs.lock().unwrap();
+                    if self.exit == 0 && !self.stuck {
+                        let short = if *execs == 0 { self.short } else { 0.0 };
+                        *self.offset.lock().unwrap() -= shift - short;
+                    }
+                    *execs += 1;
+                    r#"{"return":{"pid":42}}"#.to_string()
+                }
+                "guest-exec-status" => {
+                    format!(r#"{{"return":{{"exited":true,"exitcode":{}}}}}"#, self.exit)
+                }
+                other => panic!("unexpected agent command {other}"),
+            })
+        }
+        fn uri(&self) -> &str {
+            "fake:///clock"
+        }
+        fn is_local(&self) -> bool {
+            unreachable!()
+        }
+        fn kvm_available(&self, _: &str) -> crate::libvirt::Result<bool> {
+            unreachable!()
+        }
+        fn networks(&self) -> crate::libvirt::Result<Vec<NetworkInfo>> {
+            unreachable!()
+        }
+        fn ensure_network(&self, _: &str, _: &str) -> crate::libvirt::Result<()> {
+            unreachable!()
+        }
+        fn remove_network(&self, _: &str) -> crate::libvirt::Result<bool> {
+            unreachable!()
+        }
+        fn ensure_pool(&self, _: &str, _: &str) -> crate::libvirt::Result<String> {
+            unreachable!()
+        }
+        fn pool_path(&self, _: &str) -> crate::libvirt::Result<Option<String>> {
+            unreachable!()
+        }
+        fn pool_names(&self) -> crate::libvirt::Result<Vec<String>> {
+            unreachable!()
+        }
+        fn remove_pool(&self, _: &str) -> crate::libvirt::Result<bool> {
+            unreachable!()
+        }
+        fn volumes(&self, _: &str) -> crate::libvirt::Result<Vec<VolumeInfo>> {
+            unreachable!()
+        }
+        fn create_volume(&self, _: &str, _: &str) -> crate::libvirt::Result<String> {
+            unreachable!()
+        }
+        fn upload_volume(
+            &self,
+            _: &str,
+            _: &str,
+            _: &mut dyn std::io::Read,
+            _: u64,
+            _: &dyn Fn(u64),
+        ) -> crate::libvirt::Result<()> {
+            unreachable!()
+        }
+        fn read_volume_tail(&self, _: &str, _: &str, _: u64) -> crate::libvirt::Result<Vec<u8>> {
+            unreachable!()
+        }
+        fn delete_volume(&self, _: &str, _: &str) -> crate::libvirt::Result<bool> {
+            unreachable!()
+        }
+        fn domains(&self, _: &str) -> crate::libvirt::Result<Vec<String>> {
+            unreachable!()
+        }
+        fn domain_state(&self, _: &str) -> crate::libvirt::Result<Option<DomainState>> {
+            unreachable!()
+        }
+        fn domain_xml(&self, _: &str) -> crate::libvirt::Result<String> {
+            unreachable!()
+        }
+        fn define_domain(&self, _: &str) -> crate::libvirt::Result<()> {
+            unreachable!()
+        }
+        fn start_domain(&self, _: &str) -> crate::libvirt::Result<()> {
+            unreachable!()
+        }
+        fn stop_domain(&self, _: &str) -> crate::libvirt::Result<()> {
+            unreachable!()
+        }
+        fn remove_domain(&self, _: &str) -> crate::libvirt::Result<bool> {
+            unreachable!()
+        }
+        fn suspend_domain(&self, _: &str) -> crate::libvirt::Result<()> {
+            unreachable!()
+        }
+        fn resume_domain(&self, _: &str) -> crate::libvirt::Result<()> {
+            unreachable!()
+        }
+        fn external_snapshot(&self, _: &str, _: &str, _: bool) -> crate::libvirt::Result<()> {
+            unreachable!()
+        }
+        fn restore_memory(&self, _: &str, _: &str, _: bool) -> crate::libvirt::Result<()> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn moves_a_stale_guest_clock_by_its_offset() {
+        let g = Clock::new(3600.0, 0.0);
+        agent_set_clock(&g, "d").unwrap();
+        assert_eq!(*g.execs.lock().unwrap(), 1);
+        assert!(g.offset.lock().unwrap().abs() < 0.1);
+    }
+
+    #[test]
+    fn leaves_a_close_clock_alone() {
+        let g = Clock::new(0.2, 0.0);
+        agent_set_clock(&g, "d").unwrap();
+        assert_eq!(*g.execs.lock().unwrap(), 0);
+    }
+
+    #[test]
+    fn corrects_again_when_the_first_shift_lands_short() {
+        // Guest behind the host: a negative offset is moved the other way.
+        let g = Clock::new(-500.0, -0.8);
+        agent_set_clock(&g, "d").unwrap();
+        assert_eq!(*g.execs.lock().unwrap(), 2);
+        assert!(g.offset.lock().unwrap().abs() < 0.5);
+    }
+
+    #[test]
+    fn fails_when_the_clock_does_not_move() {
+        let g = Clock {
+            stuck: true,
+            ..Clock::new(100.0, 0.0)
+        };
+        let e = agent_set_clock(&g, "d").unwrap_err();
+        assert!(e.contains("still"), "{e}");
+        assert_eq!(*g.execs.lock().unwrap(), 3);
+        let g = Clock {
+            exit: 1,
+            ..Clock::new(100.0, 0.0)
+        };
+        let e = agent_set_clock(&g, "d").unwrap_err();
+        assert!(e.contains("exited with Some(1)"), "{e}");
+    }
 
     #[test]
     fn reads_cloud_init_result() {
