@@ -20,6 +20,8 @@ pub enum ErrorKind {
     NotFound,
     /// An object of that name exists already.
     Exists,
+    /// The domain's guest agent does not answer (none in the image, or not connected yet after a restore).
+    AgentUnavailable,
     Other,
 }
 

@@ -46,6 +46,7 @@ fn classify(e: &virt::error::Error) -> ErrorKind {
                 ErrorKind::Unreachable
             }
         }
+        Enum::Known(ErrorNumber::AgentUnresponsive) => ErrorKind::AgentUnavailable,
         _ if e.message().contains("already exists") => ErrorKind::Exists,
         _ => ErrorKind::Other,
     }

@@ -329,7 +329,22 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
                 agent
             };
             let (made, agent) = tokio::join!(make_overlay, flush);
-            if let Err(e) = made {
+            let d2 = d.clone();
+            let stopped = async {
+                made?;
+                call(&ctx.hv, move |hv| {
+                    let t = Instant::now();
+                    if hv.domain_state(&d2)?.is_some() {
+                        hv.stop_domain(&d2)?;
+                    }
+                    debug_step(&d2, "stop", t);
+                    Ok(())
+                })
+                .await?;
+                Ok::<_, Error>(())
+            };
+            if let Err(e) = stopped.await {
+                // The machine runs on: let it write again.
                 if agent {
                     let d = d.clone();
                     let _ = call(&ctx.hv, move |hv| hv.agent(&d, guest::THAW, 5)).await;
@@ -337,16 +352,6 @@ pub async fn restore_built(ctx: &Context, name: &str) -> Result<()> {
                 return Err(e);
             }
             call(&ctx.hv, move |hv| {
-                let t = Instant::now();
-                if hv.domain_state(&d)?.is_some() {
-                    if let Err(e) = hv.stop_domain(&d) {
-                        if agent {
-                            let _ = hv.agent(&d, guest::THAW, 5);
-                        }
-                        return Err(e);
-                    }
-                }
-                debug_step(&d, "stop", t);
                 let t = Instant::now();
                 hv.define_domain(&domain_xml)?;
                 match &mr.memory {

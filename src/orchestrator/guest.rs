@@ -148,16 +148,20 @@ pub async fn flush_for_power_off(ctx: &Context, machine: &str) -> bool {
 
 /// Sets the guest's clock to the host's (a restored guest wakes with its checkpoint's time). Through the guest
 /// agent where the image has one, else over SSH. Right after a memory restore libvirt reconnects to the agent
-/// only once QEMU reports the guest's end of the channel open, so "not connected" is retried for up to
+/// only once QEMU reports the guest's end of the channel open, so an unavailable agent is retried for up to
 /// `agent_wait` (long when the agent is known to be there).
 pub async fn set_clock(ctx: &Context, machine: &str, agent_wait: Duration) -> Result<()> {
     let started = Instant::now();
     let d = names::domain(&ctx.lab.name, machine);
     let by_agent = call(&ctx.hv, move |hv| {
         let until = Instant::now() + agent_wait;
+        let agent = |command: &str| hv.agent(&d, command, 5);
         loop {
-            match agent_set_clock(hv, &d) {
-                Err(e) if e.contains("not connected") && Instant::now() < until => {
+            match agent_set_clock(&agent) {
+                Err(ClockError::Agent(e))
+                    if e.kind == crate::libvirt::ErrorKind::AgentUnavailable
+                        && Instant::now() < until =>
+                {
                     std::thread::sleep(Duration::from_millis(50))
                 }
                 r => return Ok(r),
@@ -193,92 +197,92 @@ pub async fn set_clock(ctx: &Context, machine: &str, agent_wait: Duration) -> Re
     Ok(())
 }
 
+/// Why the agent could not set a clock: the agent itself failed, or the guest did something unexpected.
+#[derive(Debug, thiserror::Error)]
+enum ClockError {
+    #[error(transparent)]
+    Agent(#[from] crate::libvirt::Error),
+    #[error("{0}")]
+    Guest(String),
+}
+
+/// One guest agent command (JSON) and its answer.
+type Agent<'a> = dyn Fn(&str) -> crate::libvirt::Result<String> + 'a;
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// Sets the guest's clock through the guest agent. The agent reads the guest's clock in its own process
 /// (milliseconds), which gives the offset to the host's; `date -s '+OFFSET seconds'` then moves the clock by that
 /// offset, relative to itself, so however long the command takes to start (a second, on a guest emulated without
 /// KVM that has just been restored) adds no error. The result is read back and checked. The agent's own
 /// guest-set-time is not used: it also writes the hardware clock, which waits for the next second's edge.
-fn agent_set_clock(
-    hv: &dyn crate::libvirt::Hypervisor,
-    dom: &str,
-) -> std::result::Result<(), String> {
+fn agent_set_clock(agent: &Agent) -> std::result::Result<(), ClockError> {
     // Good enough: a guest emulated without KVM loses that much while it wakes up anyway.
     const CLOSE: f64 = 0.5;
-    let mut offset = agent_clock_offset(hv, dom)?;
+    let mut offset = agent_clock_offset(agent)?;
     // A correction can land off when the guest is busy waking up; another one, rarely needed, fixes it.
     for _ in 0..3 {
-        tracing::debug!(dom, offset, "guest clock offset");
+        tracing::debug!(offset, "guest clock offset");
         if offset.abs() < CLOSE {
             return Ok(());
         }
-        agent_shift_clock(hv, dom, offset)?;
-        offset = agent_clock_offset(hv, dom)?;
+        agent_shift_clock(agent, offset)?;
+        offset = agent_clock_offset(agent)?;
     }
     if offset.abs() < CLOSE {
         Ok(())
     } else {
-        Err(format!(
+        Err(ClockError::Guest(format!(
             "the guest clock is still {offset:+.3} s off after setting it"
-        ))
+        )))
     }
 }
 
 /// Moves the guest's clock by `offset` seconds with `date -s`, started by the agent; waits until it has run.
-fn agent_shift_clock(
-    hv: &dyn crate::libvirt::Hypervisor,
-    dom: &str,
-    offset: f64,
-) -> std::result::Result<(), String> {
+fn agent_shift_clock(agent: &Agent, offset: f64) -> std::result::Result<(), ClockError> {
     let exec = serde_json::json!({
         "execute": "guest-exec",
         "arguments": {"path": "date", "arg": ["-u", "-s", format!("{offset:+.6} seconds")]},
     });
-    let answer = hv
-        .agent(dom, &exec.to_string(), 5)
-        .map_err(|e| e.to_string())?;
+    let answer = agent(&exec.to_string())?;
     let pid = serde_json::from_str::<serde_json::Value>(&answer)
         .ok()
         .and_then(|v| v["return"]["pid"].as_i64())
-        .ok_or_else(|| format!("guest-exec answered {answer}"))?;
+        .ok_or_else(|| ClockError::Guest(format!("guest-exec answered {answer}")))?;
     let status =
         serde_json::json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}).to_string();
     let until = Instant::now() + Duration::from_secs(10);
     loop {
-        let answer = hv.agent(dom, &status, 5).map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&agent(&status)?).unwrap_or_default();
         if v["return"]["exited"].as_bool() == Some(true) {
             return match v["return"]["exitcode"].as_i64() {
                 Some(0) => Ok(()),
-                code => Err(format!("date -s exited with {code:?}")),
+                code => Err(ClockError::Guest(format!("date -s exited with {code:?}"))),
             };
         }
         if Instant::now() > until {
-            return Err("date -s did not finish within 10 s".into());
+            return Err(ClockError::Guest(
+                "date -s did not finish within 10 s".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
 /// Host time minus guest time in seconds, read through the agent (the host time taken halfway through the call).
-fn agent_clock_offset(
-    hv: &dyn crate::libvirt::Hypervisor,
-    dom: &str,
-) -> std::result::Result<f64, String> {
-    let unix = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64()
-    };
-    let before = unix();
-    let answer = hv
-        .agent(dom, r#"{"execute":"guest-get-time"}"#, 5)
-        .map_err(|e| e.to_string())?;
-    let after = unix();
+fn agent_clock_offset(agent: &Agent) -> std::result::Result<f64, ClockError> {
+    let before = unix_now().as_secs_f64();
+    let answer = agent(r#"{"execute":"guest-get-time"}"#)?;
+    let after = unix_now().as_secs_f64();
     let guest_ns = serde_json::from_str::<serde_json::Value>(&answer)
         .ok()
         .and_then(|v| v["return"].as_i64())
-        .ok_or_else(|| format!("guest-get-time answered {answer}"))?;
+        .ok_or_else(|| ClockError::Guest(format!("guest-get-time answered {answer}")))?;
     Ok((before + after) / 2.0 - guest_ns as f64 / 1e9)
 }
 
@@ -301,9 +305,7 @@ async fn ssh_set_clock(t: &Target, keys: &ssh::Keys) -> std::result::Result<(), 
             Ok(Some(l)) if l.trim() == "ready" => {}
             other => return Err(format!("unexpected answer {other:?}")),
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = unix_now();
         stdin
             .write_all(format!("{}.{:06}\n", now.as_secs(), now.subsec_micros()).as_bytes())
             .await
@@ -393,7 +395,6 @@ pub async fn run_root_streaming(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::libvirt::{Hypervisor, NetworkInfo, VolumeInfo};
     use std::sync::Mutex;
 
     /// A guest clock behind the agent protocol: `offset` is host time minus guest time; the first
@@ -417,18 +418,13 @@ mod tests {
                 execs: Mutex::new(0),
             }
         }
-    }
 
-    impl Hypervisor for Clock {
-        fn agent(&self, _: &str, command: &str, _: i32) -> crate::libvirt::Result<String> {
+        /// The guest agent's answer to one command.
+        fn agent(&self, command: &str) -> crate::libvirt::Result<String> {
             let v: serde_json::Value = serde_json::from_str(command).unwrap();
             Ok(match v["execute"].as_str().unwrap() {
                 "guest-get-time" => {
-                    let host = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_secs_f64();
-                    let guest = host - *self.offset.lock().unwrap();
+                    let guest = unix_now().as_secs_f64() - *self.offset.lock().unwrap();
                     format!(r#"{{"return":{}}}"#, (guest * 1e9) as i64)
                 }
                 "guest-exec" => {
@@ -456,97 +452,16 @@ mod tests {
                 other => panic!("unexpected agent command {other}"),
             })
         }
-        fn uri(&self) -> &str {
-            "fake:///clock"
-        }
-        fn is_local(&self) -> bool {
-            unreachable!()
-        }
-        fn kvm_available(&self, _: &str) -> crate::libvirt::Result<bool> {
-            unreachable!()
-        }
-        fn networks(&self) -> crate::libvirt::Result<Vec<NetworkInfo>> {
-            unreachable!()
-        }
-        fn ensure_network(&self, _: &str, _: &str) -> crate::libvirt::Result<()> {
-            unreachable!()
-        }
-        fn remove_network(&self, _: &str) -> crate::libvirt::Result<bool> {
-            unreachable!()
-        }
-        fn ensure_pool(&self, _: &str, _: &str) -> crate::libvirt::Result<String> {
-            unreachable!()
-        }
-        fn pool_path(&self, _: &str) -> crate::libvirt::Result<Option<String>> {
-            unreachable!()
-        }
-        fn pool_names(&self) -> crate::libvirt::Result<Vec<String>> {
-            unreachable!()
-        }
-        fn remove_pool(&self, _: &str) -> crate::libvirt::Result<bool> {
-            unreachable!()
-        }
-        fn volumes(&self, _: &str) -> crate::libvirt::Result<Vec<VolumeInfo>> {
-            unreachable!()
-        }
-        fn create_volume(&self, _: &str, _: &str) -> crate::libvirt::Result<String> {
-            unreachable!()
-        }
-        fn upload_volume(
-            &self,
-            _: &str,
-            _: &str,
-            _: &mut dyn std::io::Read,
-            _: u64,
-            _: &dyn Fn(u64),
-        ) -> crate::libvirt::Result<()> {
-            unreachable!()
-        }
-        fn read_volume_tail(&self, _: &str, _: &str, _: u64) -> crate::libvirt::Result<Vec<u8>> {
-            unreachable!()
-        }
-        fn delete_volume(&self, _: &str, _: &str) -> crate::libvirt::Result<bool> {
-            unreachable!()
-        }
-        fn domains(&self, _: &str) -> crate::libvirt::Result<Vec<String>> {
-            unreachable!()
-        }
-        fn domain_state(&self, _: &str) -> crate::libvirt::Result<Option<DomainState>> {
-            unreachable!()
-        }
-        fn domain_xml(&self, _: &str) -> crate::libvirt::Result<String> {
-            unreachable!()
-        }
-        fn define_domain(&self, _: &str) -> crate::libvirt::Result<()> {
-            unreachable!()
-        }
-        fn start_domain(&self, _: &str) -> crate::libvirt::Result<()> {
-            unreachable!()
-        }
-        fn stop_domain(&self, _: &str) -> crate::libvirt::Result<()> {
-            unreachable!()
-        }
-        fn remove_domain(&self, _: &str) -> crate::libvirt::Result<bool> {
-            unreachable!()
-        }
-        fn suspend_domain(&self, _: &str) -> crate::libvirt::Result<()> {
-            unreachable!()
-        }
-        fn resume_domain(&self, _: &str) -> crate::libvirt::Result<()> {
-            unreachable!()
-        }
-        fn external_snapshot(&self, _: &str, _: &str, _: bool) -> crate::libvirt::Result<()> {
-            unreachable!()
-        }
-        fn restore_memory(&self, _: &str, _: &str, _: bool) -> crate::libvirt::Result<()> {
-            unreachable!()
+
+        fn set(&self) -> std::result::Result<(), String> {
+            agent_set_clock(&|c: &str| self.agent(c)).map_err(|e| e.to_string())
         }
     }
 
     #[test]
     fn moves_a_stale_guest_clock_by_its_offset() {
         let g = Clock::new(3600.0, 0.0);
-        agent_set_clock(&g, "d").unwrap();
+        g.set().unwrap();
         assert_eq!(*g.execs.lock().unwrap(), 1);
         assert!(g.offset.lock().unwrap().abs() < 0.1);
     }
@@ -554,7 +469,7 @@ mod tests {
     #[test]
     fn leaves_a_close_clock_alone() {
         let g = Clock::new(0.2, 0.0);
-        agent_set_clock(&g, "d").unwrap();
+        g.set().unwrap();
         assert_eq!(*g.execs.lock().unwrap(), 0);
     }
 
@@ -562,7 +477,7 @@ mod tests {
     fn corrects_again_when_the_first_shift_lands_short() {
         // Guest behind the host: a negative offset is moved the other way.
         let g = Clock::new(-500.0, -0.8);
-        agent_set_clock(&g, "d").unwrap();
+        g.set().unwrap();
         assert_eq!(*g.execs.lock().unwrap(), 2);
         assert!(g.offset.lock().unwrap().abs() < 0.5);
     }
@@ -573,14 +488,14 @@ mod tests {
             stuck: true,
             ..Clock::new(100.0, 0.0)
         };
-        let e = agent_set_clock(&g, "d").unwrap_err();
+        let e = g.set().unwrap_err();
         assert!(e.contains("still"), "{e}");
         assert_eq!(*g.execs.lock().unwrap(), 3);
         let g = Clock {
             exit: 1,
             ..Clock::new(100.0, 0.0)
         };
-        let e = agent_set_clock(&g, "d").unwrap_err();
+        let e = g.set().unwrap_err();
         assert!(e.contains("exited with Some(1)"), "{e}");
     }
 
