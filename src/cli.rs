@@ -1,6 +1,7 @@
 //! The command line: flags (clap), running a command, printing results and errors, and the exit code.
 //! Exit codes: 0 success, 1 failure while running, 2 bad usage or bad lab file, 130 interrupted.
 
+use crate::cancel::Cancel;
 use crate::libvirt::{self, Shared, VirtHost};
 use crate::model::{self, Lab};
 use crate::orchestrator::{self as orch, Context, UpOptions};
@@ -157,7 +158,7 @@ pub struct Failure {
 
 impl From<orch::Error> for Failure {
     fn from(e: orch::Error) -> Self {
-        let code = if matches!(e, orch::Error::Interrupted) {
+        let code = if e.is_interrupted() {
             EXIT_INTERRUPTED
         } else {
             EXIT_FAILURE
@@ -182,21 +183,19 @@ impl From<model::LabFileError> for Failure {
 
 impl From<crate::state::StateError> for Failure {
     fn from(e: crate::state::StateError) -> Self {
-        Failure {
-            hint: e.hint(),
-            message: chain(&e),
-            code: EXIT_FAILURE,
-        }
+        Failure::from(orch::Error::from(e))
     }
 }
 
 impl From<libvirt::Error> for Failure {
     fn from(e: libvirt::Error) -> Self {
-        Failure {
-            hint: e.hint(),
-            message: chain(&e),
-            code: EXIT_FAILURE,
-        }
+        Failure::from(orch::Error::from(e))
+    }
+}
+
+impl From<crate::download::Error> for Failure {
+    fn from(e: crate::download::Error) -> Self {
+        Failure::from(orch::Error::from(e))
     }
 }
 
@@ -228,7 +227,12 @@ pub fn main() -> i32 {
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(run(args)) {
+    let result = rt.block_on(async {
+        let cancel = Cancel::new();
+        cancel.listen(|text| eprintln!("{text}"));
+        run(args, cancel).await
+    });
+    match result {
         Ok(code) => code,
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -244,32 +248,85 @@ fn connect(uri: &str) -> Result<Shared, Failure> {
     Ok(Arc::new(VirtHost::connect(uri)?))
 }
 
-fn context(args: &Args, lab: Lab, hv: Shared, ui: Arc<Ui>) -> Result<Context, Failure> {
-    let mirror = args.mirror.clone().or_else(|| lab.mirror.clone());
-    Ok(Context {
+fn download_options(args: &Args, lab: &Lab) -> crate::download::Options {
+    crate::download::Options {
+        offline: args.offline,
+        mirror: args.mirror.clone().or_else(|| lab.mirror.clone()),
+        ..Default::default()
+    }
+}
+
+/// How a command treats the lab's lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// Held for the whole command; another command on the lab is waited for.
+    Hold,
+    /// Only looked at: when no command holds it, what a killed one left is repaired first, then it is let go.
+    Peek,
+}
+
+/// A command's context, with the lab's lock when it holds it, after repairing what a killed command left.
+struct Session {
+    ctx: Context,
+    lock: Option<LabLock>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A command that leaves no lab (it never existed, failed on its first `up`, or was destroyed) leaves no
+        // lock file and no empty folders either.
+        if let Some(l) = &self.lock {
+            if !self.ctx.lab_dir().exists() {
+                l.remove_file();
+                self.ctx.dirs.remove_empty();
+            }
+        }
+    }
+}
+
+async fn open(args: &Args, lab: Lab, ui: Arc<Ui>, cancel: &Cancel, lock: Lock) -> Result<Session, Failure> {
+    let hv = connect(&args.connect)?;
+    let ctx = Context {
+        download: download_options(args, &lab),
         lab,
         hv,
         dirs: Dirs::from_env()?,
         ui,
-        download: crate::download::Options {
-            offline: args.offline,
-            mirror,
-            ..Default::default()
-        },
+        accel: args.accel.clone(),
+        cancel: cancel.clone(),
+    };
+    let held = match lock {
+        Lock::Hold => {
+            let ui = ctx.ui.clone();
+            let name = ctx.lab.name.clone();
+            Some(
+                LabLock::acquire_async(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600), move |pid| {
+                    ui.warn(&format!(
+                        "waiting for another lab command on lab `{name}`{} to finish",
+                        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                    ))
+                })
+                .await?,
+            )
+        }
+        Lock::Peek => LabLock::try_acquire(&ctx.dirs, &ctx.lab.name)?,
+    };
+    if held.is_some() {
+        orch::repair_if_pending(&ctx).await?;
+    }
+    let session = Session { ctx, lock: held };
+    Ok(if lock == Lock::Peek {
+        // Let go at once (the Drop above tidies up when there is no lab).
+        Session {
+            ctx: session.ctx.clone(),
+            lock: None,
+        }
+    } else {
+        session
     })
 }
 
-/// Runs `fut`, or stops at Ctrl-C with `Interrupted`.
-async fn interruptible<T>(
-    fut: impl std::future::Future<Output = orch::Result<T>>,
-) -> orch::Result<T> {
-    tokio::select! {
-        r = fut => r,
-        _ = tokio::signal::ctrl_c() => Err(orch::Error::Interrupted),
-    }
-}
-
-async fn run(args: Args) -> Result<i32, Failure> {
+async fn run(args: Args, cancel: Cancel) -> Result<i32, Failure> {
     let lab = model::load(args.file.as_deref())?;
     let ui = Arc::new(Ui::new(args.quiet));
     match &args.command {
@@ -277,87 +334,15 @@ async fn run(args: Args) -> Result<i32, Failure> {
             print_validated(&lab, *json);
             Ok(EXIT_OK)
         }
-        Command::Fetch => {
-            let dirs = Dirs::from_env()?;
-            let ctx_dl = crate::download::Options {
-                offline: args.offline,
-                mirror: args.mirror.clone().or_else(|| lab.mirror.clone()),
-                ..Default::default()
-            };
-            let cache = crate::download::Cache::new(dirs.cache.clone());
-            let items = orch::up::download_items(&lab);
-            let got = crate::download::fetch_all(&cache, &items, &ctx_dl, ui.as_ref())
-                .await
-                .map_err(|e| Failure::from(orch::Error::from(e)))?;
-            ui.info(&format!(
-                "{} file(s) in the cache {}",
-                got.len(),
-                dirs.cache.display()
-            ));
-            Ok(EXIT_OK)
-        }
-        Command::Plan { checkpoint } => match crate::render::plan::plan(&lab, checkpoint) {
-            Some(text) => {
-                print!("{text}");
-                Ok(EXIT_OK)
-            }
-            None => Err(Failure {
-                message: format!("the lab file defines no checkpoint `{checkpoint}`"),
-                hint: Some("`lab checkpoints` lists them".into()),
-                code: EXIT_USAGE,
-            }),
-        },
+        Command::Fetch => fetch(&args, &lab, &ui).await,
+        Command::Plan { checkpoint } => plan(&lab, checkpoint),
         Command::Mirror {
             command: MirrorCommand::Export { dir },
-        } => {
-            let dirs = Dirs::from_env()?;
-            let cache = crate::download::Cache::new(dirs.cache.clone());
-            let files = crate::download::export_mirror(&cache, dir)
-                .map_err(|e| Failure::from(orch::Error::from(e)))?;
-            ui.info(&format!(
-                "{} file(s) written below {}; serve it and pass --mirror URL",
-                files.len(),
-                dir.display()
-            ));
-            Ok(EXIT_OK)
-        }
+        } => mirror_export(dir, &ui),
         Command::Up {
             keep_on_failure,
             at,
-        } => {
-            let hv = connect(&args.connect)?;
-            let ctx = context(&args, lab, hv, ui)?;
-            let lock = LabLock::acquire(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600))?;
-            let fresh = State::load(&ctx.lab_dir())?.is_none();
-            let opts = UpOptions {
-                accel: args.accel.clone(),
-                keep_on_failure: *keep_on_failure,
-            };
-            let result = match interruptible(orch::up(&ctx, &opts)).await {
-                Err(orch::Error::Interrupted) if fresh && !keep_on_failure => {
-                    ctx.ui.warn("interrupted: removing what this `up` made");
-                    let _ = orch::destroy(&ctx, false).await;
-                    Err(orch::Error::Interrupted)
-                }
-                r => r,
-            };
-            if result.is_err() && State::load(&ctx.lab_dir()).ok().flatten().is_none() {
-                // No lab was left behind, so no lock file and no empty folders either.
-                lock.remove_file();
-                ctx.dirs.remove_empty();
-            }
-            result.map_err(Failure::from)?;
-            if let Some(at) = at {
-                interruptible(orch::restore(&ctx, at, false))
-                    .await
-                    .map_err(Failure::from)?;
-            }
-            ctx.ui.info(&format!(
-                "lab `{}` is up: `lab ssh {}` logs in",
-                ctx.lab.name, ctx.lab.machines[0].name
-            ));
-            Ok(EXIT_OK)
-        }
+        } => up(&args, lab, ui, &cancel, *keep_on_failure, at.as_deref()).await,
         Command::Snapshot {
             name,
             disk_only,
@@ -370,30 +355,20 @@ async fn run(args: Args) -> Result<i32, Failure> {
                     code: EXIT_USAGE,
                 });
             }
-            let (ctx, _lock) = locked(&args, lab, ui)?;
-            interruptible(orch::checkpoints::snapshot(
-                &ctx, name, *disk_only, *force, None,
-            ))
-            .await
-            .map_err(Failure::from)?;
+            let s = open(&args, lab, ui, &cancel, Lock::Hold).await?;
+            orch::snapshot(&s.ctx, name, *disk_only, *force, None).await?;
             Ok(EXIT_OK)
         }
         Command::Restore { name, no_build } => {
-            let (ctx, _lock) = locked(&args, lab, ui)?;
-            interruptible(orch::restore(&ctx, name, *no_build))
-                .await
-                .map_err(Failure::from)?;
+            let s = open(&args, lab, ui, &cancel, Lock::Hold).await?;
+            orch::restore(&s.ctx, name, *no_build).await?;
             Ok(EXIT_OK)
         }
         Command::Checkpoints { json } => {
-            let hv = connect(&args.connect)?;
-            let ctx = context(&args, lab, hv, ui)?;
-            let list = orch::checkpoints::list(&ctx).await.map_err(Failure::from)?;
+            let s = open(&args, lab, ui, &cancel, Lock::Peek).await?;
+            let list = orch::checkpoints::list(&s.ctx).await?;
             if *json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&list).expect("serializes")
-                );
+                print_json(&list);
             } else {
                 print_checkpoints(&list);
             }
@@ -402,93 +377,153 @@ async fn run(args: Args) -> Result<i32, Failure> {
         Command::Checkpoint {
             command: CheckpointCommand::Rm { name, recursive },
         } => {
-            let (ctx, _lock) = locked(&args, lab, ui)?;
-            let gone = orch::checkpoints::remove(&ctx, name, *recursive)
-                .await
-                .map_err(Failure::from)?;
-            ctx.ui
+            let s = open(&args, lab, ui, &cancel, Lock::Hold).await?;
+            let gone = orch::checkpoints::remove(&s.ctx, name, *recursive).await?;
+            s.ctx
+                .ui
                 .info(&format!("removed checkpoint(s): {}", gone.join(", ")));
             Ok(EXIT_OK)
         }
         Command::Check { checkpoint, json } => {
-            let (ctx, _lock) = locked(&args, lab, ui)?;
-            let results = orch::check(&ctx, checkpoint.as_deref())
-                .await
-                .map_err(Failure::from)?;
-            let failed = results.iter().filter(|r| !r.passed).count();
-            if *json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&results).expect("serializes")
-                );
-            } else {
-                println!("{:<44} {:<16} RESULT", "CHECK", "MACHINE");
-                for r in &results {
-                    println!(
-                        "{:<44} {:<16} {}",
-                        r.check,
-                        r.machine,
-                        if r.passed { "pass" } else { "FAIL" }
-                    );
-                    if !r.passed && !r.output.is_empty() {
-                        for l in r.output.lines().take(5) {
-                            println!("    {l}");
-                        }
-                    }
-                }
-                println!("{} passed, {} failed", results.len() - failed, failed);
-            }
-            Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILURE })
+            let s = open(&args, lab, ui, &cancel, Lock::Hold).await?;
+            check(&s.ctx, checkpoint.as_deref(), *json).await
         }
         Command::Status { json } => {
-            let hv = connect(&args.connect)?;
-            let ctx = context(&args, lab, hv, ui)?;
-            status(&ctx, *json).await.map_err(Failure::from)?;
+            let s = open(&args, lab, ui, &cancel, Lock::Peek).await?;
+            status(&s.ctx, *json).await?;
             Ok(EXIT_OK)
         }
         Command::Ssh { machine, command } => {
-            let hv = connect(&args.connect)?;
-            let ctx = context(&args, lab, hv, ui)?;
-            ctx.state().map_err(Failure::from)?;
-            let t = ctx.target(machine).map_err(Failure::from)?;
-            let mut c = std::process::Command::new("ssh");
-            c.args(t.args(&ctx.keys(), 10));
-            if !command.is_empty() {
-                c.arg("--").args(command);
-            }
-            let status = c
-                .status()
-                .map_err(|e| Failure::from(orch::Error::from(crate::ssh::SshError::Spawn(e))))?;
-            Ok(status.code().unwrap_or(EXIT_FAILURE))
+            let s = open(&args, lab, ui, &cancel, Lock::Peek).await?;
+            ssh(&s.ctx, machine, command)
         }
-        Command::Destroy { yes, purge_cache } => {
-            let hv = connect(&args.connect)?;
-            let ctx = context(&args, lab, hv, ui)?;
-            if !yes
-                && !confirm(&format!(
-                    "Destroy lab `{}` and everything it made?",
-                    ctx.lab.name
-                ))?
-            {
-                return Ok(EXIT_FAILURE);
-            }
-            let lock = LabLock::acquire(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600))?;
-            lock.remove_file();
-            orch::destroy(&ctx, *purge_cache)
-                .await
-                .map_err(Failure::from)?;
-            ctx.ui.info(&format!("lab `{}` destroyed", ctx.lab.name));
-            Ok(EXIT_OK)
-        }
+        Command::Destroy { yes, purge_cache } => destroy(&args, lab, ui, &cancel, *yes, *purge_cache).await,
     }
 }
 
-/// A context for a command that changes the lab, with the lab's lock held.
-fn locked(args: &Args, lab: Lab, ui: Arc<Ui>) -> Result<(Context, LabLock), Failure> {
-    let hv = connect(&args.connect)?;
-    let ctx = context(args, lab, hv, ui)?;
-    let lock = LabLock::acquire(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600))?;
-    Ok((ctx, lock))
+async fn fetch(args: &Args, lab: &Lab, ui: &Arc<Ui>) -> Result<i32, Failure> {
+    let dirs = Dirs::from_env()?;
+    let cache = crate::download::Cache::new(dirs.cache.clone());
+    let items = orch::up::download_items(lab);
+    let got = crate::download::fetch_all(&cache, &items, &download_options(args, lab), ui.as_ref()).await?;
+    ui.info(&format!(
+        "{} file(s) in the cache {}",
+        got.len(),
+        dirs.cache.display()
+    ));
+    Ok(EXIT_OK)
+}
+
+fn plan(lab: &Lab, checkpoint: &str) -> Result<i32, Failure> {
+    match crate::render::plan::plan(lab, checkpoint) {
+        Some(text) => {
+            print!("{text}");
+            Ok(EXIT_OK)
+        }
+        None => Err(Failure {
+            message: format!("the lab file defines no checkpoint `{checkpoint}`"),
+            hint: Some("`lab checkpoints` lists them".into()),
+            code: EXIT_USAGE,
+        }),
+    }
+}
+
+fn mirror_export(dir: &std::path::Path, ui: &Ui) -> Result<i32, Failure> {
+    let dirs = Dirs::from_env()?;
+    let cache = crate::download::Cache::new(dirs.cache.clone());
+    let files = crate::download::export_mirror(&cache, dir)?;
+    ui.info(&format!(
+        "{} file(s) written below {}; serve it and pass --mirror URL",
+        files.len(),
+        dir.display()
+    ));
+    Ok(EXIT_OK)
+}
+
+async fn up(
+    args: &Args,
+    lab: Lab,
+    ui: Arc<Ui>,
+    cancel: &Cancel,
+    keep_on_failure: bool,
+    at: Option<&str>,
+) -> Result<i32, Failure> {
+    let s = open(args, lab, ui, cancel, Lock::Hold).await?;
+    let ctx = &s.ctx;
+    orch::up(ctx, &UpOptions { keep_on_failure }).await?;
+    if let Some(at) = at {
+        orch::restore(ctx, at, false).await?;
+    }
+    ctx.ui.info(&format!(
+        "lab `{}` is up: `lab ssh {}` logs in",
+        ctx.lab.name, ctx.lab.machines[0].name
+    ));
+    Ok(EXIT_OK)
+}
+
+async fn check(ctx: &Context, checkpoint: Option<&str>, json: bool) -> Result<i32, Failure> {
+    let results = orch::check(ctx, checkpoint).await?;
+    let failed = results.iter().filter(|r| !r.passed).count();
+    if json {
+        print_json(&results);
+    } else {
+        println!("{:<44} {:<16} RESULT", "CHECK", "MACHINE");
+        for r in &results {
+            println!(
+                "{:<44} {:<16} {}",
+                r.check,
+                r.machine,
+                if r.passed { "pass" } else { "FAIL" }
+            );
+            if !r.passed && !r.output.is_empty() {
+                for l in r.output.lines().take(5) {
+                    println!("    {l}");
+                }
+            }
+        }
+        println!("{} passed, {} failed", results.len() - failed, failed);
+    }
+    Ok(if failed == 0 { EXIT_OK } else { EXIT_FAILURE })
+}
+
+fn ssh(ctx: &Context, machine: &str, command: &[String]) -> Result<i32, Failure> {
+    ctx.state()?;
+    let t = ctx.target(machine)?;
+    let mut c = std::process::Command::new("ssh");
+    c.args(t.args(&ctx.keys(), 10));
+    if !command.is_empty() {
+        c.arg("--").args(command);
+    }
+    let status = c
+        .status()
+        .map_err(|e| Failure::from(orch::Error::from(crate::ssh::SshError::Spawn(e))))?;
+    Ok(status.code().unwrap_or(EXIT_FAILURE))
+}
+
+async fn destroy(
+    args: &Args,
+    lab: Lab,
+    ui: Arc<Ui>,
+    cancel: &Cancel,
+    yes: bool,
+    purge_cache: bool,
+) -> Result<i32, Failure> {
+    if !yes && !confirm(&format!("Destroy lab `{}` and everything it made?", lab.name))? {
+        return Ok(EXIT_FAILURE);
+    }
+    let s = open(args, lab, ui, cancel, Lock::Hold).await?;
+    if let Some(l) = &s.lock {
+        l.remove_file();
+    }
+    orch::destroy(&s.ctx, purge_cache).await?;
+    s.ctx
+        .ui
+        .info(&format!("lab `{}` destroyed", s.ctx.lab.name));
+    Ok(EXIT_OK)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
 }
 
 fn print_checkpoints(list: &[orch::checkpoints::Listed]) {
@@ -577,7 +612,7 @@ async fn status(ctx: &Context, json: bool) -> orch::Result<()> {
             .collect(),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&s).expect("serializes"));
+        print_json(&s);
     } else {
         println!(
             "lab {} on {}, checkpoint: {}",

@@ -13,7 +13,7 @@ use tokio::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
-    #[error("cannot write key {path}: {source}")]
+    #[error("cannot use key {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
@@ -21,6 +21,8 @@ pub enum SshError {
     },
     #[error("cannot make an SSH key: {0}")]
     Key(#[from] ssh_key::Error),
+    #[error("the key {path} cannot be read: {message}")]
+    BadKey { path: PathBuf, message: String },
     #[error("cannot run ssh: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("{machine}: `{command}` timed out after {secs} s")]
@@ -37,6 +39,11 @@ impl SshError {
             SshError::Spawn(_) => {
                 Some("install the OpenSSH client (`apt-get install openssh-client`)".into())
             }
+            SshError::BadKey { .. } | SshError::Io { .. } => Some(
+                "restore the file from a backup; the machines trust that key (or `lab destroy` and `lab up` make new \
+                 ones)"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -62,32 +69,25 @@ fn generate(comment: &str) -> Result<PrivateKey, SshError> {
 }
 
 fn write_private(path: &Path, key: &PrivateKey) -> Result<(), SshError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let text = key.to_openssh(LineEnding::LF)?;
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))
+    crate::fsutil::write_atomic(path, text.as_bytes(), Some(0o600)).map_err(io(path))
 }
 
+/// The key at `path`, or a new one written there when there is none. A key that is there but cannot be read or
+/// parsed is an error: making a new one would lock the user out of machines that trust the old one.
 fn load_or_make(path: &Path, comment: &str) -> Result<PrivateKey, SshError> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        if let Ok(k) = PrivateKey::from_openssh(&text) {
-            return Ok(k);
+    match std::fs::read_to_string(path) {
+        Ok(text) => PrivateKey::from_openssh(&text).map_err(|e| SshError::BadKey {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let k = generate(comment)?;
+            write_private(path, &k)?;
+            Ok(k)
         }
+        Err(e) => Err(io(path)(e)),
     }
-    let k = generate(comment)?;
-    write_private(path, &k)?;
-    Ok(k)
 }
 
 /// The alias under which a machine's host key is pinned (independent of address and of the jump host).
@@ -117,7 +117,7 @@ impl Keys {
             });
         }
         let kh = dir.join("known_hosts");
-        std::fs::write(&kh, known_hosts).map_err(io(&kh))?;
+        crate::fsutil::write_atomic(&kh, known_hosts.as_bytes(), Some(0o644)).map_err(io(&kh))?;
         Ok((
             Keys {
                 dir: dir.to_path_buf(),
@@ -155,24 +155,28 @@ pub struct Jump {
 }
 
 pub fn jump_host(uri: &str) -> Option<Jump> {
-    let (scheme, rest) = uri.split_once("://")?;
-    if !scheme.ends_with("+ssh") {
+    let u = url::Url::parse(uri).ok()?;
+    if !u.scheme().ends_with("+ssh") {
         return None;
     }
-    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
-    let (destination, port) = match authority.rsplit_once(':') {
-        Some((d, p)) if p.chars().all(|c| c.is_ascii_digit()) => (d.to_string(), p.parse().ok()),
-        _ => (authority.to_string(), None),
+    let host = match u.host()? {
+        url::Host::Domain(d) => d.to_string(),
+        url::Host::Ipv4(a) => a.to_string(),
+        url::Host::Ipv6(a) => a.to_string(),
     };
-    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    let destination = if u.username().is_empty() {
+        host
+    } else {
+        format!("{}@{host}", u.username())
+    };
     let param = |k: &str| {
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_string))
+        u.query_pairs()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.into_owned())
     };
     Some(Jump {
         destination,
-        port,
+        port: u.port(),
         keyfile: param("keyfile"),
         no_verify: param("no_verify").as_deref() == Some("1"),
     })
@@ -402,5 +406,28 @@ mod tests {
             "ssh -o BatchMode=yes -i '/k/id' -p 2222 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
              -W %h:%p 'root@127.0.0.1'"
         );
+        let j = jump_host("qemu+ssh://user@[::1]:2222/system").unwrap();
+        assert_eq!(j.destination, "user@::1");
+        assert_eq!(j.port, Some(2222));
+        assert_eq!(
+            jump_host("qemu+ssh://hv.example/system?keyfile=%2Fk%20x&x=1").unwrap(),
+            Jump {
+                destination: "hv.example".into(),
+                port: None,
+                keyfile: Some("/k x".into()),
+                no_verify: false
+            }
+        );
+    }
+
+    #[test]
+    fn an_unreadable_key_is_an_error_not_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("id");
+        let made = load_or_make(&p, "c").unwrap();
+        assert_eq!(load_or_make(&p, "c").unwrap(), made, "loaded, not made again");
+        std::fs::write(&p, "garbage").unwrap();
+        assert!(matches!(load_or_make(&p, "c"), Err(SshError::BadKey { .. })));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "garbage", "left as it was");
     }
 }

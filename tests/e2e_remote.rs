@@ -69,10 +69,8 @@ fn start_sshd() -> Sshd {
 }
 
 #[test]
+#[ignore = "needs libvirt: LAB_E2E=1"]
 fn lab_on_a_remote_libvirt_host() {
-    if !enabled("lab_on_a_remote_libvirt_host") {
-        return;
-    }
     let before = host_objects();
     let sshd = start_sshd();
     let uri = format!(

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Build (or reuse) the test cloud image first, outside any test's time limit; it is cached outside the checkout.
 bash tests/image/build.sh >/dev/null
-LAB_E2E=1 cargo test --all-targets -- --test-threads=1 "$@"
+# End-to-end tests are #[ignore]d unless asked for: plain `cargo test` runs without libvirt.
+LAB_E2E=1 cargo test --all-targets -- --test-threads=1 --include-ignored "$@"

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 pub const UNDO: &str = "undo";
 
 /// One built checkpoint, as kept in the lab's state file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub name: String,
     /// The checkpoint this one's disk layers sit on (None for `base`).
@@ -26,10 +26,27 @@ pub struct Record {
     pub machines: BTreeMap<String, MachineRecord>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineRecord {
     pub layer: String,
     pub memory: Option<String>,
+    /// How the disk layer was made whole at the snapshot (so it can also be booted on its own).
+    #[serde(default)]
+    pub flushed: Flush,
+}
+
+/// How a machine's disk layer was made consistent when the checkpoint was taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flush {
+    /// The guest agent froze the file systems (every write was on the disk). A memory state taken so holds
+    /// frozen file systems: a restore thaws them.
+    Frozen,
+    /// `sync` over SSH (no guest agent): every write up to the sync was on the disk.
+    Synced,
+    /// Neither worked (or an older lab took it): the layer holds what the guest had written back.
+    #[default]
+    None,
 }
 
 fn hash(parts: &[&str]) -> String {

@@ -165,23 +165,18 @@ impl Cache {
         Ok(out)
     }
 
-    /// Records `entry` atomically (temp file + rename).
+    /// Records `entry` atomically.
     pub fn write_index(&self, entry: &IndexEntry) -> io::Result<()> {
         let path = self.index_path(&entry.url);
-        let tmp = self.temp_path("index")?;
-        fs_err::create_dir_all(path.parent().expect("index path has a parent"))?;
         let json = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
-        fs_err::write(&tmp, json)?;
-        fs_err::rename(&tmp, &path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        crate::fsutil::write_atomic(&path, &json, None)
     }
 
     /// Moves a verified temp file into place as the blob `sha256`.
     pub fn commit_blob(&self, tmp: &Path, sha256: &str) -> io::Result<PathBuf> {
         let path = self.blob_path(sha256);
         fs_err::create_dir_all(path.parent().expect("blob path has a parent"))?;
-        fs_err::rename(tmp, &path)?;
+        crate::fsutil::persist(tmp, &path)?;
         Ok(path)
     }
 

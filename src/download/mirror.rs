@@ -86,9 +86,9 @@ pub fn export_mirror(cache: &Cache, dir: &Path) -> Result<Vec<PathBuf>, Error> {
         let target = dir.join(rel);
         let parent = target.parent().expect("has host and file");
         fs_err::create_dir_all(parent).map_err(|e| io(&entry.url, parent, e))?;
-        let tmp = parent.join(format!(".{}.part", entry.sha256));
+        let tmp = crate::fsutil::temp_beside(&target);
         fs_err::copy(cache.blob_path(&entry.sha256), &tmp)
-            .and_then(|_| fs_err::rename(&tmp, &target))
+            .and_then(|_| crate::fsutil::persist(&tmp, &target))
             .map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);
                 io(&entry.url, &target, e)

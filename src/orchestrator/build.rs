@@ -1,15 +1,22 @@
 //! Checkpoints built from the lab file: `lab restore NAME` for a checkpoint that was never built (or is stale)
 //! restores the nearest fresh ancestor, runs each missing checkpoint's steps in order (machines of one step in
 //! parallel, output streamed with the machine's name), and saves every checkpoint on the way. Also `lab check`.
+//!
+//! Interrupted (or killed) while running steps, the lab goes back to the last checkpoint it stands on (`from`, or
+//! the last one built on the way): a half-run lesson is no state to leave a student in.
 
-use super::checkpoints::{restore_built, snapshot};
+use super::checkpoints::{forget, remove_volumes, resolve};
 use super::guest::run_root_streaming;
-use super::placement::shell_quote;
+use super::machines::ensure_space;
+use super::phases::Phases;
+use super::placement::{install_command, shell_quote};
+use super::restore::{restore_built, Undo};
+use super::snapshot;
 use super::{Context, Error, Result};
 use crate::checkpoint::{self, is_stale};
 use crate::model::{Checkpoint, Step, StepAction, BASE};
 use crate::ssh;
-use crate::state::State;
+use crate::state::{Pending, State};
 use std::time::Duration;
 
 /// How long one step may run on one machine (`LAB_STEP_TIMEOUT` seconds).
@@ -22,69 +29,145 @@ fn step_timeout() -> Duration {
     )
 }
 
+/// What `lab restore NAME` will do: restore a built checkpoint, or build lab-file checkpoints from one.
+pub struct RestorePlan {
+    pub canonical: String,
+    /// The built checkpoint restored first.
+    pub from: String,
+    /// The lab-file checkpoints built on it, in order (empty: a plain restore).
+    pub todo: Vec<Checkpoint>,
+}
+
+/// Plans `lab restore NAME` from the lab file and the state alone, before anything changes: the name resolved (an
+/// alias, or "did you mean"), what is stale, what is built from where.
+pub fn plan_restore(ctx: &Context, state: &State, name: &str, no_build: bool) -> Result<RestorePlan> {
+    let canonical = resolve(ctx, state, name)?;
+    if let Some(r) = state.checkpoints.get(&canonical) {
+        if !is_stale(&ctx.lab, r) {
+            return Ok(RestorePlan {
+                from: canonical.clone(),
+                canonical,
+                todo: Vec::new(),
+            });
+        }
+        if no_build {
+            return Err(Error::Stale { name: canonical });
+        }
+    }
+    let Some(chain) = ctx.lab.checkpoint_chain(&canonical) else {
+        // A name only the state knows, or `base`, that is not built.
+        return Err(if canonical == BASE {
+            Error::NoBase
+        } else {
+            Error::NotBuilt { name: canonical }
+        });
+    };
+    if no_build {
+        return Err(Error::NotBuilt { name: canonical });
+    }
+    // The deepest fresh checkpoint on the way, else base.
+    let fresh = |n: &str| state.checkpoints.get(n).is_some_and(|r| !is_stale(&ctx.lab, r));
+    let start = chain.iter().rposition(|c| fresh(&c.name));
+    let (from, todo): (String, Vec<Checkpoint>) = match start {
+        Some(i) => (
+            chain[i].name.clone(),
+            chain[i + 1..].iter().map(|c| (*c).clone()).collect(),
+        ),
+        None => (BASE.to_string(), chain.iter().map(|c| (*c).clone()).collect()),
+    };
+    if !fresh(&from) {
+        return Err(Error::NoBase);
+    }
+    Ok(RestorePlan {
+        canonical,
+        from,
+        todo,
+    })
+}
+
 /// `lab restore NAME`: a built checkpoint is restored; a lab-file checkpoint that is missing or stale is built
 /// (unless `no_build`).
 pub async fn restore(ctx: &Context, name: &str, no_build: bool) -> Result<()> {
     let state = ctx.state()?;
-    let canonical = ctx
-        .lab
-        .checkpoint(name)
-        .map_or(name.to_string(), |c| c.name.clone());
-    if let Some(r) = state.checkpoints.get(&canonical) {
-        if !is_stale(&ctx.lab, r) {
-            return restore_built(ctx, &canonical).await;
-        }
-        if no_build {
-            return Err(Error::Failed(format!("checkpoint `{canonical}` is stale (the lab file changed it); without --no-build lab rebuilds it")));
-        }
+    let plan = plan_restore(ctx, &state, name, no_build)?;
+    if plan.todo.is_empty() {
+        return restore_built(ctx, &plan.canonical, Undo::Keep).await;
     }
-    let Some(chain) = ctx.lab.checkpoint_chain(&canonical) else {
-        let built: Vec<&str> = state.checkpoints.keys().map(String::as_str).collect();
-        return Err(Error::Failed(format!(
-            "no checkpoint `{name}` (built: {}; `lab checkpoints` lists all)",
-            if built.is_empty() {
-                "none".into()
-            } else {
-                built.join(", ")
-            }
-        )));
-    };
-    if no_build {
-        return Err(Error::Failed(format!(
-            "checkpoint `{canonical}` is not built; without --no-build lab builds it"
-        )));
-    }
-    // The deepest fresh checkpoint on the way, else base.
-    let fresh = |n: &str, s: &State| s.checkpoints.get(n).is_some_and(|r| !is_stale(&ctx.lab, r));
-    let start = chain.iter().rposition(|c| fresh(&c.name, &state));
-    let (from, todo): (String, Vec<&Checkpoint>) = match start {
-        Some(i) => (chain[i].name.clone(), chain[i + 1..].to_vec()),
-        None => (BASE.to_string(), chain.clone()),
-    };
-    if !state.checkpoints.contains_key(&from) {
-        return Err(Error::Failed(
-            "the lab has no `base` checkpoint; `lab destroy` and `lab up` make a new one".into(),
-        ));
-    }
+    // Room for every checkpoint the build saves (a memory file per machine each).
+    let per_checkpoint: u64 = ctx.lab.machines.iter().map(|m| m.memory + (64 << 20)).sum();
+    ensure_space(ctx, per_checkpoint * plan.todo.len() as u64).await?;
     ctx.ui.info(&format!(
-        "building {} from `{from}`: {}",
-        canonical,
-        todo.iter()
+        "building {} from `{}`: {}",
+        plan.canonical,
+        plan.from,
+        plan.todo
+            .iter()
             .map(|c| c.name.as_str())
             .collect::<Vec<_>>()
             .join(" → ")
     ));
-    restore_built(ctx, &from).await?;
-    for c in todo {
-        build_one(ctx, c).await?;
+    restore_built(ctx, &plan.from, Undo::Keep).await?;
+    let mut at = plan.from.clone();
+    for c in &plan.todo {
+        mark_build(ctx, &plan.canonical, &at)?;
+        match build_one(ctx, c).await {
+            Ok(()) => at = c.name.clone(),
+            Err(e) => return Err(give_up(ctx, &at, e).await),
+        }
+    }
+    clear_build(ctx)?;
+    Ok(())
+}
+
+fn mark_build(ctx: &Context, target: &str, from: &str) -> Result<()> {
+    let mut state = ctx.state()?;
+    state.pending = Some(Pending::Build {
+        target: target.into(),
+        from: from.into(),
+    });
+    ctx.save(&state)
+}
+
+fn clear_build(ctx: &Context) -> Result<()> {
+    let mut state = ctx.state()?;
+    if matches!(state.pending, Some(Pending::Build { .. })) {
+        state.pending = None;
+        ctx.save(&state)?;
     }
     Ok(())
 }
 
+/// A build that stopped (a failed step, or the user): the lab goes back to `at`, the last checkpoint it stood on,
+/// and the half-built disks go. A failed step's error is passed on; an interruption says where the lab is.
+async fn give_up(ctx: &Context, at: &str, e: Error) -> Error {
+    let interrupted = e.is_interrupted();
+    if !interrupted {
+        clear_build(ctx).err().unwrap_or(e)
+    } else {
+        // Ctrl-C: finish going back before saying so (the rollback itself is a restore that is not interrupted).
+        let calm = Context {
+            cancel: crate::cancel::Cancel::new(),
+            ..ctx.clone()
+        };
+        match rollback(&calm, at).await {
+            Ok(()) => Error::Interrupted(format!("the build stopped; the lab is back at `{at}`")),
+            Err(r) => r,
+        }
+    }
+}
+
+/// Returns the lab to `at` after a stopped build, deleting the disks of the half-run steps.
+pub(crate) async fn rollback(ctx: &Context, at: &str) -> Result<()> {
+    restore_built(ctx, at, Undo::Discard).await?;
+    clear_build(ctx)
+}
+
 /// Runs a checkpoint's steps on the running lab and saves it.
 async fn build_one(ctx: &Context, c: &Checkpoint) -> Result<()> {
+    let mut phases = Phases::new("build", &ctx.cancel);
     set_aside_stale(ctx, &c.name).await?;
     for (i, step) in c.steps.iter().enumerate() {
+        ctx.check_cancel("the build stopped")?;
         ctx.ui.info(&format!(
             "{}: step {} of {} on {}",
             c.name,
@@ -94,6 +177,8 @@ async fn build_one(ctx: &Context, c: &Checkpoint) -> Result<()> {
         ));
         run_step(ctx, &c.name, i + 1, step).await?;
     }
+    phases.done("steps");
+    ctx.check_cancel("the build stopped")?;
     snapshot(
         ctx,
         &c.name,
@@ -102,6 +187,7 @@ async fn build_one(ctx: &Context, c: &Checkpoint) -> Result<()> {
         Some(checkpoint::key(&ctx.lab, c)),
     )
     .await?;
+    phases.done("saved");
     Ok(())
 }
 
@@ -116,24 +202,24 @@ async fn set_aside_stale(ctx: &Context, name: &str) -> Result<()> {
         r.created.replace([':', '-'], "").to_lowercase()
     );
     r.name = new.clone();
+    let mut has_children = false;
     for c in state.checkpoints.values_mut() {
         if c.parent.as_deref() == Some(name) {
             c.parent = Some(new.clone());
+            has_children = true;
         }
     }
     state.checkpoints.insert(new.clone(), r);
-    ctx.save(&state)?;
-    if !state
-        .checkpoints
-        .values()
-        .any(|c| c.parent.as_deref() == Some(new.as_str()))
-    {
-        super::checkpoints::remove(ctx, &new, false).await?;
-    } else {
+    if has_children {
+        ctx.save(&state)?;
         ctx.ui.info(&format!(
             "the stale `{name}` has checkpoints built on it; it is kept as `{new}`"
         ));
+        return Ok(());
     }
+    let volumes = forget(&mut state, std::slice::from_ref(&new));
+    ctx.save(&state)?;
+    remove_volumes(ctx, &volumes).await;
     Ok(())
 }
 
@@ -180,12 +266,8 @@ async fn run_step(ctx: &Context, checkpoint: &str, n: usize, step: &Step) -> Res
                         detail: format!(": {}", out.stderr_text().trim()),
                     });
                 }
-                let dest = shell_quote(&c.to_path);
-                let cmd = format!(
-                    "set -e; sudo -n mkdir -p \"$(dirname {dest})\"; sudo -n tee {dest}.lab-tmp >/dev/null; \
-                     sudo -n chmod {:o} {dest}.lab-tmp; sudo -n mv -f {dest}.lab-tmp {dest}",
-                    c.mode
-                );
+                let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out.stdout));
+                let cmd = install_command(&c.to_path, c.mode, &sha);
                 for m in &step.machines {
                     let t = ctx.target(m)?;
                     let o = ssh::run(&t, &ctx.keys(), &cmd, Some(&out.stdout), limit).await?;
@@ -225,16 +307,13 @@ pub async fn check(ctx: &Context, name: Option<&str>) -> Result<Vec<CheckResult>
     let state = ctx.state()?;
     let wanted = match name {
         Some(n) => n.to_string(),
-        None => state
-            .current
-            .clone()
-            .ok_or_else(|| Error::Failed("the lab has no current checkpoint; name one".into()))?,
+        None => state.current.clone().ok_or(Error::NoCurrent)?,
     };
-    let c = ctx.lab.checkpoint(&wanted).ok_or_else(|| {
-        Error::Failed(format!(
-            "`{wanted}` is not a checkpoint of the lab file, so it declares no checks; name one"
-        ))
-    })?;
+    let canonical = resolve(ctx, &state, &wanted)?;
+    let c = ctx
+        .lab
+        .checkpoint(&canonical)
+        .ok_or_else(|| Error::NoChecks(canonical.clone()))?;
     let mut work = Vec::new();
     for k in &c.checks {
         for m in &k.machines {

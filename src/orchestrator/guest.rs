@@ -24,21 +24,91 @@ pub async fn console_tail(ctx: &Context, machine: &str, lines: usize) -> String 
     })
     .await;
     match bytes {
-        Ok(b) if !b.is_empty() => {
-            let text = String::from_utf8_lossy(&b);
-            let clean: String = text
-                .chars()
-                .filter(|c| *c == '\n' || !c.is_control())
-                .collect();
-            let tail: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
-            let start = tail.len().saturating_sub(lines);
-            format!(
-                "\n--- last {} lines of {machine}'s console ---\n{}",
-                tail.len() - start,
-                tail[start..].join("\n")
-            )
-        }
+        Ok(b) if !b.is_empty() => format_console(machine, &b, lines),
         _ => String::new(),
+    }
+}
+
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| *c == '\n' || !c.is_control())
+        .collect()
+}
+
+fn format_console(machine: &str, bytes: &[u8], lines: usize) -> String {
+    let clean = printable(bytes);
+    let tail: Vec<&str> = clean.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = tail.len().saturating_sub(lines);
+    format!(
+        "\n--- last {} lines of {machine}'s console ---\n{}",
+        tail.len() - start,
+        tail[start..].join("\n")
+    )
+}
+
+/// What a serial console shows when a boot cannot succeed: the root disk failing, the initramfs or emergency
+/// shell, a kernel panic, a boot loader that finds nothing.
+const DEAD_BOOT: &[&str] = &[
+    "Kernel panic - not syncing",
+    "I/O error, dev vd",
+    "Buffer I/O error on dev vd",
+    "(initramfs)",
+    "Dropping to a shell",
+    "Gave up waiting for root file system device",
+    "You are in emergency mode",
+    "Give root password for maintenance",
+    "Failed to mount /sysroot",
+    "No bootable device",
+    "grub rescue>",
+];
+
+/// The first line of `console` that says the boot cannot succeed, if any.
+pub fn dead_boot(console: &str) -> Option<String> {
+    console
+        .lines()
+        .find(|l| DEAD_BOOT.iter().any(|p| l.contains(p)))
+        .map(|l| l.trim().to_string())
+}
+
+/// The console log as a machine boots: where it ended before the boot, to read only what this boot printed.
+pub struct ConsoleWatch {
+    machine: String,
+    from: u64,
+}
+
+impl ConsoleWatch {
+    /// Marks the console's current end (call before starting the machine).
+    pub async fn start(ctx: &Context, machine: &str) -> ConsoleWatch {
+        let (pool, vol) = (ctx.pool(), names::vol::console_log(machine));
+        let from = call(&ctx.hv, move |hv| hv.read_volume(&pool, &vol, u64::MAX, 0))
+            .await
+            .map_or(0, |v| v.size);
+        ConsoleWatch {
+            machine: machine.into(),
+            from,
+        }
+    }
+
+    /// An error if what the console printed since `start` shows a boot that cannot succeed.
+    async fn check(&self, ctx: &Context) -> Result<()> {
+        let (pool, vol, from) = (
+            ctx.pool(),
+            names::vol::console_log(&self.machine),
+            self.from,
+        );
+        let Ok(v) = call(&ctx.hv, move |hv| hv.read_volume(&pool, &vol, from, 4 << 20)).await else {
+            return Ok(());
+        };
+        let text = printable(&v.bytes);
+        match dead_boot(&text) {
+            Some(why) => Err(Error::BootFailed {
+                machine: self.machine.clone(),
+                why,
+                console: format_console(&self.machine, &v.bytes, 25),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -47,12 +117,44 @@ pub async fn console_tail(ctx: &Context, machine: &str, lines: usize) -> String 
 const READY_PROBE: &str =
     "test -f /var/lib/cloud/instance/boot-finished && cat /run/cloud-init/result.json";
 
-/// Waits until the machine answers SSH and cloud-init is done, failing early when the domain stops.
-pub async fn wait_ready(ctx: &Context, t: &Target, deadline: Instant) -> Result<()> {
+/// When a wait for a guest gives up early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// At the first Ctrl-C (Err(Interrupted)): the command is rolled back or stops where it is.
+    UntilInterrupted,
+    /// Only at the second (Ok): the command finishes, it only stops waiting to see the guest ready.
+    UntilHurried,
+}
+
+/// Waits until the machine answers SSH and cloud-init is done. Fails at once when the domain stops or its console
+/// shows a boot that cannot succeed.
+pub async fn wait_ready(
+    ctx: &Context,
+    t: &Target,
+    deadline: Instant,
+    console: &ConsoleWatch,
+    patience: Patience,
+) -> Result<()> {
     let keys = ctx.keys();
-    let dom = names::domain(&ctx.lab.name, &t.machine);
+    let dom = ctx.dom(&t.machine);
     let total = boot_timeout();
+    let give_up = || async {
+        match patience {
+            Patience::UntilInterrupted => ctx.cancel.interrupted().await,
+            Patience::UntilHurried => ctx.cancel.hurried().await,
+        }
+    };
     loop {
+        match patience {
+            Patience::UntilInterrupted => {
+                ctx.check_cancel(&format!("{} was still booting", t.machine))?
+            }
+            Patience::UntilHurried if ctx.cancel.is_hurried() => {
+                ctx.ui.warn(&format!("{}: not waiting for it to be ready", t.machine));
+                return Ok(());
+            }
+            Patience::UntilHurried => {}
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::BootTimeout {
@@ -61,19 +163,21 @@ pub async fn wait_ready(ctx: &Context, t: &Target, deadline: Instant) -> Result<
                 console: console_tail(ctx, &t.machine, 25).await,
             });
         }
-        if let Ok(o) = ssh::run(
+        let probe = ssh::run(
             t,
             &keys,
             READY_PROBE,
             None,
             left.min(Duration::from_secs(30)),
-        )
-        .await
-        {
-            if o.code == 0 {
-                return cloud_init_result(&t.machine, &o.stdout_text());
-            }
+        );
+        let answer = tokio::select! {
+            r = probe => r.ok(),
+            _ = give_up() => None,
+        };
+        if let Some(o) = answer.filter(|o| o.code == 0) {
+            return cloud_init_result(&t.machine, &o.stdout_text());
         }
+        console.check(ctx).await?;
         let d = dom.clone();
         let state = call(&ctx.hv, move |hv| hv.domain_state(&d)).await?;
         if !matches!(state, Some(DomainState::Running)) {
@@ -83,67 +187,38 @@ pub async fn wait_ready(ctx: &Context, t: &Target, deadline: Instant) -> Result<
                 console: console_tail(ctx, &t.machine, 25).await,
             });
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = give_up() => {}
+        }
     }
 }
 
 /// Waits until sshd on the machine takes connections (see `ssh::port_open`): after a memory restore the guest is
-/// already up, and this proves its network path is back without the seconds a login costs under emulation.
+/// already up, and this proves its network path is back without the seconds a login costs under emulation. A
+/// second Ctrl-C stops the wait (Ok: the machine is restored, only not yet seen answering).
 pub async fn wait_sshd(ctx: &Context, t: &Target, deadline: Instant) -> Result<()> {
     loop {
+        if ctx.cancel.is_hurried() {
+            return Ok(());
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         let err = match ssh::port_open(t, left.min(Duration::from_secs(5))).await {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
         if Instant::now() >= deadline {
-            return Err(Error::Failed(format!(
-                "{}: SSH did not answer after the restore ({err}){}",
-                t.machine,
-                console_tail(ctx, &t.machine, 15).await
-            )));
+            return Err(Error::SshNotBack {
+                machine: t.machine.clone(),
+                detail: err,
+                console: console_tail(ctx, &t.machine, 15).await,
+            });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = ctx.cancel.hurried() => {}
+        }
     }
-}
-
-/// The guest agent command that undoes `flush_for_power_off`, for when the power-off does not happen after all.
-pub const THAW: &str = r#"{"execute":"guest-fsfreeze-thaw"}"#;
-
-/// Writes a running guest's cached data to its disks, so a disk kept after a hard power-off holds the student's
-/// last work. Through the guest agent the file systems are frozen, and left frozen: the machine is powered off
-/// next (send `THAW` if it is not). Best effort and bounded: a machine that does not answer is skipped with a
-/// warning. Says whether the machine's guest agent answered.
-pub async fn flush_for_power_off(ctx: &Context, machine: &str) -> bool {
-    let d = names::domain(&ctx.lab.name, machine);
-    let d2 = d.clone();
-    if !matches!(
-        call(&ctx.hv, move |hv| hv.domain_state(&d2)).await,
-        Ok(Some(DomainState::Running))
-    ) {
-        return false;
-    }
-    // The guest agent, where the image has one: freezing writes every file system's dirty data out.
-    let frozen = call(&ctx.hv, move |hv| {
-        hv.agent(&d, r#"{"execute":"guest-fsfreeze-freeze"}"#, 10)
-    })
-    .await;
-    if frozen.is_ok() {
-        return true;
-    }
-    let synced = match ctx.target(machine) {
-        Ok(t) => matches!(
-            ssh::run(&t, &ctx.keys(), "sudo -n sync", None, Duration::from_secs(30)).await,
-            Ok(o) if o.code == 0
-        ),
-        Err(_) => false,
-    };
-    if !synced {
-        ctx.ui.warn(&format!(
-            "{machine}: could not flush its disks; `undo` keeps what was on disk"
-        ));
-    }
-    false
 }
 
 /// Sets the guest's clock to the host's (a restored guest wakes with its checkpoint's time). Through the guest
@@ -152,7 +227,8 @@ pub async fn flush_for_power_off(ctx: &Context, machine: &str) -> bool {
 /// `agent_wait` (long when the agent is known to be there).
 pub async fn set_clock(ctx: &Context, machine: &str, agent_wait: Duration) -> Result<()> {
     let started = Instant::now();
-    let d = names::domain(&ctx.lab.name, machine);
+    let d = ctx.dom(machine);
+    let hurried = ctx.cancel.clone();
     let by_agent = call(&ctx.hv, move |hv| {
         let until = Instant::now() + agent_wait;
         let agent = |command: &str| hv.agent(&d, command, 5);
@@ -160,7 +236,8 @@ pub async fn set_clock(ctx: &Context, machine: &str, agent_wait: Duration) -> Re
             match agent_set_clock(&agent) {
                 Err(ClockError::Agent(e))
                     if e.kind == crate::libvirt::ErrorKind::AgentUnavailable
-                        && Instant::now() < until =>
+                        && Instant::now() < until
+                        && !hurried.is_hurried() =>
                 {
                     std::thread::sleep(Duration::from_millis(50))
                 }
@@ -176,12 +253,17 @@ pub async fn set_clock(ctx: &Context, machine: &str, agent_wait: Duration) -> Re
             let keys = ctx.keys();
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
+                if ctx.cancel.is_hurried() {
+                    ctx.ui.warn(&format!("{machine}: not waiting to set its clock"));
+                    return Ok(());
+                }
                 match ssh_set_clock(&t, &keys).await {
                     Ok(()) => break format!("ssh (agent: {agent_err})"),
                     Err(e) if Instant::now() > deadline => {
-                        return Err(Error::Failed(format!(
-                            "{machine}: could not set the clock after the restore: {e}"
-                        )))
+                        return Err(Error::Clock {
+                            machine: machine.into(),
+                            detail: e,
+                        })
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
@@ -381,7 +463,14 @@ pub async fn run_root_streaming(
         let (_, _, status) = tokio::join!(out, err, child.wait());
         status
     };
-    match tokio::time::timeout(limit, run).await {
+    let stopped = tokio::select! {
+        r = tokio::time::timeout(limit, run) => r,
+        // Interrupted: the ssh process is killed when `child` goes (kill_on_drop); the remote shell gets SIGHUP.
+        _ = ctx.cancel.interrupted() => {
+            return Err(Error::Interrupted(format!("the step on {machine} was stopped")));
+        }
+    };
+    match stopped {
         Ok(status) => Ok(status.map_err(ssh::SshError::Spawn)?.code().unwrap_or(255)),
         Err(_) => Err(ssh::SshError::Timeout {
             machine: machine.into(),
@@ -497,6 +586,22 @@ mod tests {
         };
         let e = g.set().unwrap_err();
         assert!(e.contains("exited with Some(1)"), "{e}");
+    }
+
+    #[test]
+    fn a_dead_boot_is_seen_on_the_console() {
+        let fine = "[    1.2] EXT4-fs (vda1): mounted filesystem\n[  OK  ] Reached target Cloud-init target.\n\
+                    [    3.0] blk_update_request: I/O error, dev sr0, sector 0\n";
+        assert_eq!(dead_boot(fine), None, "an empty CD-ROM drive is no reason");
+        let broken = "Begin: Mounting root file system ... done.\n\
+                      [    2.1] I/O error, dev vda, sector 413696 op 0x0:(READ) flags 0x80700\n\
+                      mount: mounting /dev/vda1 on /root failed: Input/output error\n(initramfs) ";
+        assert_eq!(
+            dead_boot(broken).as_deref(),
+            Some("[    2.1] I/O error, dev vda, sector 413696 op 0x0:(READ) flags 0x80700")
+        );
+        assert!(dead_boot("[   4.0] Kernel panic - not syncing: VFS: Unable to mount root fs").is_some());
+        assert!(dead_boot("You are in emergency mode. After logging in, type...").is_some());
     }
 
     #[test]

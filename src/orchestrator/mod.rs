@@ -1,21 +1,31 @@
 //! Orchestration: plans each command, runs the machines in parallel (one task each, libvirt calls on the blocking
-//! pool), and records what it made. `up`, `status`, `destroy` and the checkpoint commands live in their own files.
+//! pool), and records what it made. Every command is a list of phases (`phases.rs`); each either finishes or is
+//! rolled back when the user interrupts, and writes a pending mark first so that a later command repairs what a
+//! killed one left (`repair.rs`).
 
 mod build;
 pub mod checkpoints;
 mod destroy;
 mod guest;
+mod machines;
+mod phases;
 mod placement;
+mod repair;
+mod restore;
+mod snapshot;
 pub mod up;
 
 pub use build::{check, restore, CheckResult};
 pub use destroy::destroy;
-pub use guest::{console_tail, wait_ready};
+pub use guest::{console_tail, dead_boot};
+pub use repair::repair_if_pending;
+pub use snapshot::snapshot;
 pub use up::{up, UpOptions};
 
+use crate::cancel::{Cancel, Interrupted};
 use crate::libvirt::{self, call, DomainState, Shared};
 use crate::model::Lab;
-use crate::render::{names, xml::METADATA_NS};
+use crate::render::names;
 use crate::ssh::{self, Keys, Target};
 use crate::state::{Dirs, State, StateError};
 use crate::ui::Ui;
@@ -49,10 +59,18 @@ pub enum Error {
         machine: String,
         known: String,
     },
+    #[error("{machine} is {state}, not running")]
+    NotRunning { machine: String, state: String },
     #[error("{machine} did not answer SSH within {secs} s{console}")]
     BootTimeout {
         machine: String,
         secs: u64,
+        console: String,
+    },
+    #[error("{machine} cannot boot: {why}{console}")]
+    BootFailed {
+        machine: String,
+        why: String,
         console: String,
     },
     #[error("{machine} stopped while booting (state: {state}){console}")]
@@ -70,16 +88,76 @@ pub enum Error {
         code: i32,
         detail: String,
     },
-    #[error("{0}")]
-    Failed(String),
+    #[error("{machine}: cannot pack the cloud-init seed: {message}")]
+    Seed { machine: String, message: String },
+    #[error("{machine}: {path} has sha256 {got} inside the machine, expected {want}")]
+    PlacedMismatch {
+        machine: String,
+        path: String,
+        got: String,
+        want: String,
+    },
+    #[error("{machine}: SSH did not answer after the restore ({detail}){console}")]
+    SshNotBack {
+        machine: String,
+        detail: String,
+        console: String,
+    },
+    #[error("{machine}: could not set the clock after the restore: {detail}")]
+    Clock { machine: String, detail: String },
+    #[error("{machine}: the file systems frozen in the checkpoint could not be thawed: {detail}")]
+    Thaw { machine: String, detail: String },
+    #[error("checkpoint `{name}` exists (taken {created})")]
+    CheckpointExists { name: String, created: String },
+    #[error("checkpoint `{name}` cannot be replaced: {why}")]
+    CheckpointInUse { name: String, why: String },
+    #[error("no checkpoint `{name}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    NoCheckpoint {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("checkpoint `{name}` is not built")]
+    NotBuilt { name: String },
+    #[error("checkpoint `{name}` is stale (the lab file changed it)")]
+    Stale { name: String },
+    #[error("checkpoint `{name}` is damaged: {machine}'s {what} {volume} is missing")]
+    Damaged {
+        name: String,
+        machine: String,
+        what: &'static str,
+        volume: String,
+    },
+    #[error("checkpoint `{name}` has children ({children})")]
+    HasChildren { name: String, children: String },
+    #[error("the machines run on checkpoint `{0}`")]
+    InUse(String),
+    #[error("the lab has no `base` checkpoint")]
+    NoBase,
+    #[error("the lab has no current checkpoint")]
+    NoCurrent,
+    #[error("`{0}` is not a checkpoint of the lab file, so it declares no checks")]
+    NoChecks(String),
+    #[error("not enough free space in the lab's pool ({path}): {need} needed, {free} free")]
+    NoSpace {
+        path: String,
+        need: String,
+        free: String,
+    },
+    #[error("cannot remove {path}: {source}")]
+    Remove {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{count} problem(s) while {what}:\n  {list}")]
     Many {
         what: String,
         count: usize,
         list: String,
     },
-    #[error("interrupted")]
-    Interrupted,
+    /// The user interrupted the command; the text says where the lab stands.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl Error {
@@ -93,20 +171,52 @@ impl Error {
             Error::NotUp(_) => Some("run `lab up` first".into()),
             Error::OtherUri { uri, .. } => Some(format!("use --connect {uri}, or `lab destroy` it there first")),
             Error::NameTaken { .. } => Some("rename the lab (name = … in the lab file) or remove that object".into()),
+            Error::UnknownMachine { .. } => Some("`lab status` lists the machines".into()),
+            Error::NotRunning { .. } => Some("`lab up` starts the lab".into()),
             Error::BootTimeout { .. } | Error::Died { .. } => {
                 Some("the console log above shows how far the machine got; LAB_BOOT_TIMEOUT=SECONDS waits longer".into())
             }
+            Error::BootFailed { .. } => Some(
+                "the console lines above show why; a damaged image or disk is made again by `lab destroy` and `lab up`"
+                    .into(),
+            ),
             Error::CloudInit { machine, .. } => Some(format!("`lab ssh {machine} -- sudo cat /var/log/cloud-init.log` shows the details")),
+            Error::SshNotBack { .. } | Error::Clock { .. } | Error::Thaw { .. } => {
+                Some("`lab restore` of the same checkpoint again usually fixes it; `lab doctor` checks the host".into())
+            }
+            Error::CheckpointExists { .. } => Some("--force replaces it, or take another name".into()),
+            Error::CheckpointInUse { .. } => Some("take a new name".into()),
+            Error::NoCheckpoint { .. } => Some("`lab checkpoints` lists them".into()),
+            Error::NotBuilt { .. } => Some("without --no-build lab builds it".into()),
+            Error::Stale { .. } => Some("without --no-build lab rebuilds it".into()),
+            Error::Damaged { .. } => Some("nothing was changed; `lab checkpoint rm` removes the damaged checkpoint".into()),
+            Error::HasChildren { .. } => Some("--recursive removes them too".into()),
+            Error::InUse(_) => Some("restore another checkpoint first".into()),
+            Error::NoBase => Some("`lab destroy` and `lab up` make a new one".into()),
+            Error::NoCurrent | Error::NoChecks(_) => Some("name a checkpoint: `lab check NAME`".into()),
+            Error::NoSpace { .. } => Some(
+                "free space there, remove checkpoints (`lab checkpoint rm`), take a --disk-only snapshot, or set \
+                 LAB_POOL_ROOT for new labs"
+                    .into(),
+            ),
             _ => None,
         }
     }
 
     /// Collects several errors into one (`destroy` and parallel work go on past failures).
     pub fn many(what: &str, errors: Vec<Error>) -> Result<()> {
+        match Error::all(what, errors) {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// One error for several, or None when there are none.
+    pub fn all(what: &str, errors: Vec<Error>) -> Option<Error> {
         match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.into_iter().next().expect("one")),
-            n => Err(Error::Many {
+            0 => None,
+            1 => errors.into_iter().next(),
+            n => Some(Error::Many {
                 what: what.into(),
                 count: n,
                 list: errors
@@ -116,6 +226,10 @@ impl Error {
                     .join("\n  "),
             }),
         }
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Error::Interrupted(_))
     }
 }
 
@@ -129,6 +243,9 @@ pub struct Context {
     pub dirs: Dirs,
     pub ui: Arc<Ui>,
     pub download: crate::download::Options,
+    /// `auto`, `kvm` or `tcg` (`--accel`, `LAB_ACCEL`): how new machines run.
+    pub accel: String,
+    pub cancel: Cancel,
 }
 
 impl Context {
@@ -138,6 +255,11 @@ impl Context {
 
     pub fn pool(&self) -> String {
         names::pool(&self.lab.name)
+    }
+
+    /// The libvirt domain of a machine.
+    pub fn dom(&self, machine: &str) -> String {
+        names::domain(&self.lab.name, machine)
     }
 
     pub fn target(&self, machine: &str) -> Result<Target> {
@@ -178,6 +300,13 @@ impl Context {
     pub fn save(&self, state: &State) -> Result<()> {
         Ok(state.save(&self.lab_dir())?)
     }
+
+    /// Err(Interrupted(`then`)) once the user asked the command to stop.
+    pub fn check_cancel(&self, then: &str) -> Result<()> {
+        self.cancel
+            .check()
+            .map_err(|Interrupted| Error::Interrupted(then.to_string()))
+    }
 }
 
 /// The domains that belong to this lab: stamped with its name in their metadata.
@@ -186,20 +315,16 @@ pub async fn lab_domains(ctx: &Context) -> Result<Vec<String>> {
     Ok(call(&ctx.hv, move |hv| {
         let mut mine = Vec::new();
         for d in hv.domains(&format!("{}{lab}-", names::PREFIX))? {
-            if owned_by(&hv.domain_xml(&d)?, &lab) {
+            if hv
+                .domain_info(&d)?
+                .is_some_and(|i| i.lab.as_deref() == Some(lab.as_str()))
+            {
                 mine.push(d);
             }
         }
         Ok(mine)
     })
     .await?)
-}
-
-/// Whether a domain's XML carries this lab's stamp.
-pub fn owned_by(domain_xml: &str, lab: &str) -> bool {
-    domain_xml.contains(METADATA_NS)
-        && (domain_xml.contains(&format!("lab=\"{lab}\""))
-            || domain_xml.contains(&format!("lab='{lab}'")))
 }
 
 /// The machines' states, in lab order (None: not defined).
@@ -219,33 +344,47 @@ pub async fn machine_states(ctx: &Context) -> Result<Vec<(String, Option<DomainS
     .await?)
 }
 
-/// Times the phases of one command; `LAB_LOG=lab=debug` prints each (how the benchmarks' figures are explained).
-pub(crate) struct Phases {
-    command: &'static str,
-    start: std::time::Instant,
-    last: std::time::Instant,
+/// Runs `f` for every machine of the lab at once; Ok with each machine's result when all succeeded, else every
+/// error (the machines that succeeded keep their changes).
+pub(crate) async fn for_each_machine<F, Fut, T>(ctx: &Context, f: F) -> Result<Vec<(String, T)>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let (ok, errors) = each_machine(ctx, f).await;
+    Error::many("working on the machines", errors)?;
+    Ok(ok)
 }
 
-impl Phases {
-    pub(crate) fn new(command: &'static str) -> Self {
-        let now = std::time::Instant::now();
-        Phases {
-            command,
-            start: now,
-            last: now,
+/// Like `for_each_machine`, but hands back the successes and the failures separately.
+pub(crate) async fn each_machine<F, Fut, T>(ctx: &Context, f: F) -> (Vec<(String, T)>, Vec<Error>)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let work = ctx.lab.machines.iter().map(|m| {
+        let name = m.name.clone();
+        let fut = f(name.clone());
+        async move { (name, fut.await) }
+    });
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for (name, r) in futures_util::future::join_all(work).await {
+        match r {
+            Ok(v) => ok.push((name, v)),
+            Err(e) => errors.push(e),
         }
     }
+    (ok, errors)
+}
 
-    /// Records that `phase` just ended.
-    pub(crate) fn done(&mut self, phase: &str) {
-        let now = std::time::Instant::now();
-        tracing::debug!(
-            command = self.command,
-            phase,
-            ms = (now - self.last).as_millis() as u64,
-            total_ms = (now - self.start).as_millis() as u64,
-            "phase done"
-        );
-        self.last = now;
-    }
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }

@@ -13,6 +13,19 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The remote command that installs the bytes on its stdin at `dest` with `mode`, whole or not at all: written to
+/// a temporary file beside it, checked against `sha256`, then renamed into place. A transfer cut short (the
+/// connection dropped, `lab` killed) leaves neither a partial file at `dest` nor the temporary file.
+pub fn install_command(dest: &str, mode: u32, sha256: &str) -> String {
+    format!(
+        "set -e; dest={dest}; sudo -n mkdir -p \"$(dirname \"$dest\")\"; tmp=$(sudo -n mktemp \"$dest.lab-XXXXXX\"); \
+         trap 'sudo -n rm -f \"$tmp\"' EXIT HUP INT TERM; sudo -n tee \"$tmp\" >/dev/null; \
+         echo \"{sha256}  $tmp\" | sudo -n sha256sum --check --status; sudo -n chmod {mode:o} \"$tmp\"; \
+         sudo -n mv -f \"$tmp\" \"$dest\"",
+        dest = shell_quote(dest)
+    )
+}
+
 /// `sha256sum` of each path inside the machine (missing files are absent from the map).
 async fn remote_sums(
     ctx: &Context,
@@ -49,12 +62,7 @@ async fn place_machine(
             continue;
         }
         ctx.ui.status(machine, &format!("placing {}", d.name));
-        let dest = shell_quote(&d.dest_path);
-        let cmd = format!(
-            "set -e; sudo -n mkdir -p \"$(dirname {dest})\"; tmp=$(sudo -n mktemp {dest}.XXXXXX); \
-             sudo -n tee \"$tmp\" >/dev/null; sudo -n chmod {mode:o} \"$tmp\"; sudo -n mv -f \"$tmp\" {dest}",
-            mode = d.mode
-        );
+        let cmd = install_command(&d.dest_path, d.mode, &f.sha256);
         let out = ssh::run_with_file(&t, keys, &cmd, &f.path, Duration::from_secs(1800)).await?;
         if out.code != 0 {
             return Err(Error::Remote {
@@ -73,10 +81,12 @@ async fn place_machine(
             .map(String::as_str)
             .unwrap_or("(missing)");
         if got != f.sha256 {
-            return Err(Error::Failed(format!(
-                "{machine}: {} has sha256 {got} inside the machine, expected {}",
-                d.dest_path, f.sha256
-            )));
+            return Err(Error::PlacedMismatch {
+                machine: machine.into(),
+                path: d.dest_path.clone(),
+                got: got.into(),
+                want: f.sha256.clone(),
+            });
         }
     }
     Ok(sent)
@@ -114,4 +124,54 @@ pub async fn place_all(
         }
     }
     Error::many("placing downloads", errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+
+    /// Runs `install_command` in a local shell whose `sudo -n` just runs the command, with `input` on its stdin.
+    fn install(dir: &std::path::Path, dest: &str, sha: &str, input: &[u8]) -> bool {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("sudo"), "#!/bin/sh\n[ \"$1\" = -n ] && shift\nexec \"$@\"\n").unwrap();
+        std::fs::set_permissions(bin.join("sudo"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(install_command(dest, 0o640, sha))
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait().unwrap().success()
+    }
+
+    #[test]
+    fn installs_whole_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("opt/it's here/tool");
+        let dest_s = dest.display().to_string();
+        let data = b"the whole file\n".repeat(1000);
+        let sha = hex::encode(sha2::Sha256::digest(&data));
+        assert!(install(dir.path(), &dest_s, &sha, &data));
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert_eq!(
+            std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        // A transfer cut short: the old file stays, and no temporary file is left beside it.
+        assert!(!install(dir.path(), &dest_s, &sha, &data[..100]));
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        let left: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["tool"]);
+    }
 }

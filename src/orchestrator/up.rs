@@ -1,10 +1,15 @@
 //! `lab up`: host checks, image and downloads, pool, network, then every machine in parallel until it answers SSH
-//! and cloud-init is done, then the downloads placed in the machines. Idempotent; a failed first `up` removes what
-//! it made.
+//! and cloud-init is done, then the downloads placed in the machines, then the `base` checkpoint. Idempotent. A
+//! first `up` that fails or is interrupted removes what it made; a later one stops where it is (the machines that
+//! run keep running) and the next `lab up` goes on.
+//!
+//! Phases: `checks` → `keys` (the pending mark) → `downloads` → `pool` → `image` → `network` → `machines`
+//! (defined and started) → `ready` → `placed` → `base`.
 
-use super::guest::{boot_timeout, wait_ready};
+use super::guest::{boot_timeout, wait_ready, ConsoleWatch, Patience};
+use super::phases::Phases;
 use super::placement;
-use super::{destroy, owned_by, Context, Error, Result};
+use super::{destroy, Context, Error, Result};
 use crate::download::{self, Fetched, Item};
 use crate::host;
 use crate::libvirt::{call, DomainState};
@@ -13,15 +18,13 @@ use crate::render::cloud_init::{self, SeedKeys};
 use crate::render::names;
 use crate::render::xml::{self, Accel, MachinePaths};
 use crate::ssh::Keys;
-use crate::state::State;
+use crate::state::{Pending, State};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Default)]
 pub struct UpOptions {
-    /// `auto`, `kvm` or `tcg`.
-    pub accel: String,
     /// Keep what a failed first `up` made, for inspection.
     pub keep_on_failure: bool,
 }
@@ -42,157 +45,243 @@ pub fn download_items(lab: &Lab) -> Vec<Item> {
 }
 
 pub async fn up(ctx: &Context, opts: &UpOptions) -> Result<()> {
-    let dir = ctx.lab_dir();
-    let existed = State::load(&dir)?;
+    let existed = State::load(&ctx.lab_dir())?;
     if existed.is_some() {
         ctx.state()?; // same URI
     }
     let fresh = existed.is_none();
-    match up_inner(ctx, opts, existed).await {
-        Ok(()) => Ok(()),
-        Err(e)
-            if fresh
-                && !opts.keep_on_failure
-                && !matches!(e, Error::NameTaken { .. } | Error::Host(_)) =>
-        {
+    let result = up_phases(ctx, existed).await;
+    let Err(e) = result else { return Ok(()) };
+    if fresh && !opts.keep_on_failure && !matches!(e, Error::NameTaken { .. } | Error::Host(_)) {
+        if e.is_interrupted() {
+            ctx.ui.warn("interrupted: removing what this `up` made");
+        } else {
             ctx.ui.warn(&format!(
                 "`up` failed; removing what it made (--keep-on-failure keeps it): {e}"
             ));
-            if let Err(d) = destroy(ctx, false).await {
-                ctx.ui.warn(&format!("could not remove everything: {d}"));
-            }
-            Err(e)
         }
-        Err(e) => Err(e),
+        if let Err(d) = destroy(ctx, false).await {
+            ctx.ui.warn(&format!("could not remove everything: {d}"));
+        }
+        if e.is_interrupted() {
+            return Err(Error::Interrupted(
+                "nothing is left of this first `lab up`".into(),
+            ));
+        }
+        return Err(e);
     }
+    if let Ok(Some(mut s)) = State::load(&ctx.lab_dir()) {
+        // Nothing half-made is left (each phase finished or undid itself): the lab is as far as it got.
+        if matches!(s.pending, Some(Pending::Up { .. })) {
+            s.pending = None;
+            let _ = ctx.save(&s);
+        }
+    }
+    Err(e)
 }
 
-async fn up_inner(ctx: &Context, opts: &UpOptions, existed: Option<State>) -> Result<()> {
+async fn up_phases(ctx: &Context, existed: Option<State>) -> Result<()> {
     let lab = &ctx.lab;
-    let ui = &ctx.ui;
-    let dir = ctx.lab_dir();
+    let mut phases = Phases::new("up", &ctx.cancel);
+    let fresh = existed.is_none();
+    let stopped = if fresh {
+        "nothing was made"
+    } else {
+        "the machines that run keep running; `lab up` again goes on"
+    };
+    let accel = host_checks(ctx, fresh).await?;
+    phases.done("checks");
+    ctx.check_cancel(stopped)?;
 
-    // 1. The host: nothing is created until these pass.
-    if ctx.hv.is_local() {
-        if let Some(w) = host::kvm_permission_warning() {
-            ui.warn(&w);
-        }
-    }
-    let (arch, setting) = (lab.arch.qemu().to_string(), opts.accel.clone());
-    let (accel, warning) = call(&ctx.hv, move |hv| {
-        Ok(host::choose_accel(hv, &arch, &setting))
-    })
-    .await??;
-    if let Some(w) = warning {
-        ui.warn(&w);
-    }
-    if existed.is_none() {
-        check_names_free(ctx).await?;
-    }
-    let l = lab.clone();
-    call(&ctx.hv, move |hv| Ok(host::check_subnet(&l, hv))).await??;
-
-    // 2. What lab keeps locally: keys and the state file (first, so `destroy` finds a half-made lab).
-    let (keys, seeds) = Keys::ensure(&dir, lab)?;
+    // What lab keeps locally: keys and the state file (first, so `destroy` finds a half-made lab).
+    let (keys, seeds) = Keys::ensure(&ctx.lab_dir(), lab)?;
     let mut state = existed.unwrap_or_else(|| State::new(ctx.hv.uri()));
+    state.pending = Some(Pending::Up { fresh });
     ctx.save(&state)?;
+    phases.done("keys");
+    ctx.check_cancel(stopped)?;
 
-    // 3. Images and downloads, once, on this machine.
-    let unchecked = unverified(lab);
-    if !unchecked.is_empty() {
-        ui.warn(&format!(
-            "no checksum to verify (insecure_no_checksum): {}",
-            unchecked.join(", ")
-        ));
-    }
-    let cache = download::Cache::new(ctx.dirs.cache.clone());
-    let items = download_items(lab);
-    let fetched = download::fetch_all(&cache, &items, &ctx.download, ui.as_ref()).await?;
-    let by_name: BTreeMap<String, Fetched> =
-        fetched.into_iter().map(|f| (f.name.clone(), f)).collect();
+    let fetched = fetch(ctx).await?;
+    phases.done("downloads");
+    ctx.check_cancel(stopped)?;
 
-    // 4. The pool, with each base image uploaded once.
+    // The pool, with each base image uploaded once.
     let pool = ctx.pool();
-    let pool_root = pool_root(ctx.hv.uri());
-    let pool_xml = xml::pool(lab, &format!("{pool_root}/{pool}"));
+    let pool_xml = xml::pool(lab, &format!("{}/{pool}", pool_root(ctx.hv.uri())));
     let p = pool.clone();
     let pool_path = call(&ctx.hv, move |hv| hv.ensure_pool(&p, &pool_xml)).await?;
+    phases.done("pool");
+    ctx.check_cancel(stopped)?;
     let mut image_paths = BTreeMap::new();
     for img in lab.used_images() {
-        let f = &by_name[&img.name];
+        let f = &fetched[&img.name];
         let vol = names::vol::image(&f.sha256, img.format.as_str());
         image_paths.insert(
             img.name.clone(),
             (format!("{pool_path}/{vol}"), img.format.as_str()),
         );
-        upload_if_missing(ctx, &vol, &f.path, f.size, img.format.as_str()).await?;
+        upload_image(ctx, &mut state, &vol, f, img.format.as_str()).await?;
     }
+    phases.done("image");
+    ctx.check_cancel(stopped)?;
 
-    // 5. The network.
     let (net, net_xml) = (names::network(&lab.name), xml::network(lab));
     call(&ctx.hv, move |hv| hv.ensure_network(&net, &net_xml)).await?;
+    phases.done("network");
+    ctx.check_cancel(stopped)?;
 
-    // 6. Every machine, in parallel.
-    let deadline = Instant::now() + boot_timeout();
-    let mut tasks = tokio::task::JoinSet::new();
-    let shared = Arc::new(ctx.clone());
-    for (m, seed) in lab.machines.iter().zip(seeds) {
-        let generation = *state.active.entry(m.name.clone()).or_insert(0);
-        let paths = MachinePaths {
-            disk: format!("{pool_path}/{}", names::vol::active(&m.name, generation)),
-            seed: format!("{pool_path}/{}", names::vol::seed(&m.name)),
-            console_log: format!("{pool_path}/{}", names::vol::console_log(&m.name)),
-        };
-        let (backing, backing_format) = image_paths[&m.image].clone();
-        let c = shared.clone();
-        let m = m.clone();
-        tasks.spawn(async move {
-            let r = machine_up(
-                &c,
-                &m,
-                accel,
-                &paths,
-                &seed,
-                &backing,
-                backing_format,
-                deadline,
-            )
-            .await;
-            (m.name.clone(), r)
-        });
-    }
-    ctx.save(&state)?;
-    let mut errors = Vec::new();
-    while let Some(res) = tasks.join_next().await {
-        let Ok((name, r)) = res else { continue }; // aborted after another machine failed
-        match r {
-            Ok(()) => ui.done(&name, "ready"),
-            Err(e) => {
-                ui.done(&name, "failed");
-                errors.push(e);
-                // One machine failed: the others' work is wasted (a first `up` is rolled back), stop them now.
-                tasks.abort_all();
-            }
-        }
-    }
-    Error::many("starting the machines", errors)?;
+    let started = start_machines(ctx, &mut state, accel, &pool_path, &image_paths, seeds).await?;
+    phases.done("machines");
+    ctx.check_cancel(stopped)?;
+    wait_all_ready(ctx, started).await?;
+    phases.done("ready");
+    ctx.check_cancel(stopped)?;
 
-    // 7. The downloads, in every machine that needs them.
-    placement::place_all(ctx, &keys, &by_name).await?;
+    placement::place_all(ctx, &keys, &fetched).await?;
+    phases.done("placed");
+    ctx.check_cancel(stopped)?;
 
+    state.pending = None;
     ctx.save(&state)?;
     // `base`: the lab right after `up`, so any lesson can be rebuilt and the lab reset.
     if !state.checkpoints.contains_key(BASE) {
-        super::checkpoints::snapshot(
-            ctx,
-            BASE,
-            false,
-            false,
-            Some(crate::checkpoint::base_key(lab)),
-        )
-        .await?;
+        super::snapshot(ctx, BASE, false, false, Some(crate::checkpoint::base_key(lab))).await?;
     }
+    phases.done("base");
     Ok(())
+}
+
+/// Nothing is created until these pass: acceleration, /dev/kvm, names free, subnet free.
+async fn host_checks(ctx: &Context, fresh: bool) -> Result<Accel> {
+    if ctx.hv.is_local() {
+        if let Some(w) = host::kvm_permission_warning() {
+            ctx.ui.warn(&w);
+        }
+    }
+    let (arch, setting) = (ctx.lab.arch.qemu().to_string(), ctx.accel.clone());
+    let (accel, warning) =
+        call(&ctx.hv, move |hv| Ok(host::choose_accel(hv, &arch, &setting))).await??;
+    if let Some(w) = warning {
+        ctx.ui.warn(&w);
+    }
+    if fresh {
+        check_names_free(ctx).await?;
+    }
+    let l = ctx.lab.clone();
+    call(&ctx.hv, move |hv| Ok(host::check_subnet(&l, hv))).await??;
+    Ok(accel)
+}
+
+/// Images and downloads, once, on this machine (interrupted, the transfers stop; the cache keeps only verified
+/// files).
+async fn fetch(ctx: &Context) -> Result<BTreeMap<String, Fetched>> {
+    let unchecked = unverified(&ctx.lab);
+    if !unchecked.is_empty() {
+        ctx.ui.warn(&format!(
+            "no checksum to verify (insecure_no_checksum): {}",
+            unchecked.join(", ")
+        ));
+    }
+    let cache = download::Cache::new(ctx.dirs.cache.clone());
+    let items = download_items(&ctx.lab);
+    let fetched = tokio::select! {
+        r = download::fetch_all(&cache, &items, &ctx.download, ctx.ui.as_ref()) => r?,
+        _ = ctx.cancel.interrupted() => {
+            return Err(Error::Interrupted("the downloads were stopped".into()));
+        }
+    };
+    Ok(fetched.into_iter().map(|f| (f.name.clone(), f)).collect())
+}
+
+/// Uploads a base image into the pool unless a complete copy is there. A volume is complete only once its whole
+/// upload is verified and recorded in the state: one left by a killed `lab` is deleted and uploaded again.
+async fn upload_image(
+    ctx: &Context,
+    state: &mut State,
+    vol: &str,
+    f: &Fetched,
+    format: &str,
+) -> Result<()> {
+    let (pool, v) = (ctx.pool(), vol.to_string());
+    let existing = call(&ctx.hv, move |hv| {
+        Ok(hv.volumes(&pool)?.into_iter().find(|x| x.name == v))
+    })
+    .await?;
+    match existing {
+        Some(x) if state.upload_complete(vol) != Some(false) && x.physical == f.size => return Ok(()),
+        Some(_) => {
+            ctx.ui
+                .warn(&format!("{vol} is an incomplete upload (interrupted?); uploading it again"));
+            let (pool, v) = (ctx.pool(), vol.to_string());
+            call(&ctx.hv, move |hv| hv.delete_volume(&pool, &v)).await?;
+        }
+        None => {}
+    }
+    state.set_upload_complete(vol, false);
+    ctx.save(state)?;
+    let ui = ctx.ui.clone();
+    let label = format!("upload {vol}");
+    ui.bytes_start(&label, Some(f.size));
+    let (pool, v, fmt, path, l, size) = (
+        ctx.pool(),
+        vol.to_string(),
+        format.to_string(),
+        f.path.clone(),
+        label.clone(),
+        f.size,
+    );
+    let cancel = ctx.cancel.clone();
+    let r = call(&ctx.hv, move |hv| {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| crate::libvirt::Error::other("read", path.display().to_string(), e))?;
+        let mut data = CancelReader { inner: file, cancel };
+        hv.create_volume(&pool, &xml::volume(&v, size, &fmt))?;
+        let sent = hv.upload_volume(&pool, &v, &mut data, size, &|n| ui.bytes_set(&l, n));
+        let verified = sent.and_then(|()| {
+            let got = hv.volumes(&pool)?.into_iter().find(|x| x.name == v).map_or(0, |x| x.physical);
+            if got == size {
+                Ok(())
+            } else {
+                Err(crate::libvirt::Error::other(
+                    "verify upload of",
+                    &v,
+                    format!("{got} bytes in the pool, {size} sent"),
+                ))
+            }
+        });
+        if verified.is_err() {
+            let _ = hv.delete_volume(&pool, &v);
+        }
+        verified
+    })
+    .await;
+    ctx.ui
+        .bytes_done(&label, if r.is_ok() { "uploaded" } else { "failed" });
+    if ctx.cancel.is_interrupted() && r.is_err() {
+        return Err(Error::Interrupted(format!("the upload of {vol} was stopped")));
+    }
+    r?;
+    state.set_upload_complete(vol, true);
+    ctx.save(state)?;
+    Ok(())
+}
+
+/// Reads a file for an upload, failing as soon as the command is interrupted.
+struct CancelReader {
+    inner: std::fs::File,
+    cancel: crate::cancel::Cancel,
+}
+
+impl std::io::Read for CancelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_interrupted() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted",
+            ));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// Where lab's pools live on the hypervisor host (`LAB_POOL_ROOT` overrides).
@@ -208,17 +297,34 @@ pub fn pool_root(uri: &str) -> String {
     "/var/lib/libvirt/images".into()
 }
 
+/// The acceleration of the lab's domains, or the one `LAB_ACCEL` chooses when none is defined yet.
+pub async fn current_accel(ctx: &Context) -> Result<Accel> {
+    let doms: Vec<String> = ctx.lab.machines.iter().map(|m| ctx.dom(&m.name)).collect();
+    let (arch, setting) = (ctx.lab.arch.qemu().to_string(), ctx.accel.clone());
+    Ok(call(&ctx.hv, move |hv| {
+        for d in &doms {
+            if let Some(i) = hv.domain_info(d)? {
+                return Ok(Ok(if i.kvm { Accel::Kvm } else { Accel::Tcg }));
+            }
+        }
+        Ok(host::choose_accel(hv, &arch, &setting).map(|(a, _)| a))
+    })
+    .await??)
+}
+
 /// Refuses to take over libvirt objects of the lab's names that lab did not make.
 async fn check_names_free(ctx: &Context) -> Result<()> {
     let lab = ctx.lab.clone();
     call(&ctx.hv, move |hv| {
         for m in &lab.machines {
             let d = names::domain(&lab.name, &m.name);
-            if hv.domain_state(&d)?.is_some() && !owned_by(&hv.domain_xml(&d)?, &lab.name) {
-                return Ok(Err(Error::NameTaken {
-                    lab: lab.name.clone(),
-                    name: d,
-                }));
+            if let Some(info) = hv.domain_info(&d)? {
+                if info.lab.as_deref() != Some(lab.name.as_str()) {
+                    return Ok(Err(Error::NameTaken {
+                        lab: lab.name.clone(),
+                        name: d,
+                    }));
+                }
             }
         }
         let net = names::network(&lab.name);
@@ -240,53 +346,88 @@ async fn check_names_free(ctx: &Context) -> Result<()> {
     .await?
 }
 
-async fn upload_if_missing(
+/// Every machine defined (disk, seed, domain) and started, in parallel. Returns each one's console mark.
+async fn start_machines(
     ctx: &Context,
-    vol: &str,
-    file: &std::path::Path,
-    size: u64,
-    format: &str,
-) -> Result<()> {
-    let pool = ctx.pool();
-    let (p, v) = (pool.clone(), vol.to_string());
-    let exists = call(&ctx.hv, move |hv| {
-        Ok(hv.volumes(&p)?.iter().any(|x| x.name == v))
-    })
-    .await?;
-    if exists {
-        return Ok(());
+    state: &mut State,
+    accel: Accel,
+    pool_path: &str,
+    images: &BTreeMap<String, (String, &'static str)>,
+    seeds: Vec<SeedKeys>,
+) -> Result<Vec<(String, ConsoleWatch)>> {
+    let mut work = Vec::new();
+    for (m, seed) in ctx.lab.machines.iter().zip(seeds) {
+        let generation = *state.active.entry(m.name.clone()).or_insert(0);
+        let paths = MachinePaths {
+            disk: format!("{pool_path}/{}", names::vol::active(&m.name, generation)),
+            seed: format!("{pool_path}/{}", names::vol::seed(&m.name)),
+            console_log: format!("{pool_path}/{}", names::vol::console_log(&m.name)),
+        };
+        let (backing, backing_format) = images[&m.image].clone();
+        work.push(async move {
+            let r = machine_start(ctx, m, accel, &paths, &seed, &backing, backing_format).await;
+            (m.name.clone(), r)
+        });
     }
-    let ui = ctx.ui.clone();
-    let label = format!("upload {vol}");
-    ui.bytes_start(&label, Some(size));
-    let (v, fmt, path, l) = (
-        vol.to_string(),
-        format.to_string(),
-        file.to_path_buf(),
-        label.clone(),
-    );
-    let r = call(&ctx.hv, move |hv| {
-        let mut f = std::fs::File::open(&path).map_err(|e| crate::libvirt::Error {
-            kind: crate::libvirt::ErrorKind::Other,
-            op: "read",
-            object: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        hv.create_volume(&pool, &xml::volume(&v, size, &fmt))?;
-        let r = hv.upload_volume(&pool, &v, &mut f, size, &|n| ui.bytes_set(&l, n));
-        if r.is_err() {
-            let _ = hv.delete_volume(&pool, &v);
+    ctx.save(state)?;
+    let mut started = Vec::new();
+    let mut errors = Vec::new();
+    for (name, r) in futures_util::future::join_all(work).await {
+        match r {
+            Ok(c) => started.push((name, c)),
+            Err(e) => {
+                ctx.ui.done(&name, "failed");
+                errors.push(e);
+            }
         }
-        r
-    })
-    .await;
-    ctx.ui
-        .bytes_done(&label, if r.is_ok() { "uploaded" } else { "failed" });
-    Ok(r?)
+    }
+    Error::many("starting the machines", errors)?;
+    Ok(started)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn machine_up(
+/// Waits for every started machine; one that fails stops the others' waits (a first `up` is rolled back).
+async fn wait_all_ready(ctx: &Context, started: Vec<(String, ConsoleWatch)>) -> Result<()> {
+    let deadline = Instant::now() + boot_timeout();
+    let group = Arc::new(Context {
+        cancel: ctx.cancel.child(),
+        ..ctx.clone()
+    });
+    let work = started.into_iter().map(|(name, console)| {
+        let c = group.clone();
+        async move {
+            let r = async {
+                let t = c.target(&name)?;
+                c.ui.status(&name, "booting: waiting for SSH and cloud-init");
+                wait_ready(&c, &t, deadline, &console, Patience::UntilInterrupted).await
+            }
+            .await;
+            match &r {
+                Ok(()) => c.ui.done(&name, "ready"),
+                Err(e) if e.is_interrupted() => c.ui.done(&name, "stopped waiting"),
+                Err(_) => {
+                    c.ui.done(&name, "failed");
+                    // The others' work is wasted now: stop waiting for them.
+                    c.cancel.interrupt();
+                }
+            }
+            r
+        }
+    });
+    let results = futures_util::future::join_all(work).await;
+    if ctx.cancel.is_interrupted() {
+        ctx.check_cancel("the machines were still booting")?;
+    }
+    // The machine that failed says why; the others only stopped waiting because of it.
+    let errors: Vec<Error> = results
+        .into_iter()
+        .filter_map(|r| r.err())
+        .filter(|e| !e.is_interrupted())
+        .collect();
+    Error::many("starting the machines", errors)
+}
+
+/// One machine: made (disk, seed, domain) if missing, started if stopped, resumed if paused.
+async fn machine_start(
     ctx: &Context,
     m: &Machine,
     accel: Accel,
@@ -294,13 +435,13 @@ async fn machine_up(
     seed: &SeedKeys,
     backing: &str,
     backing_format: &str,
-    deadline: Instant,
-) -> Result<()> {
+) -> Result<ConsoleWatch> {
     let lab = &ctx.lab;
     let ui = &ctx.ui;
-    let dom = names::domain(&lab.name, &m.name);
+    let dom = ctx.dom(&m.name);
     let d = dom.clone();
     let state = call(&ctx.hv, move |hv| hv.domain_state(&d)).await?;
+    let console = ConsoleWatch::start(ctx, &m.name).await;
     match state {
         Some(DomainState::Running) => ui.status(&m.name, "running; checking"),
         Some(DomainState::Paused) => {
@@ -316,13 +457,16 @@ async fn machine_up(
         None => {
             ui.status(&m.name, "creating disk and seed");
             let docs = cloud_init::documents(lab, m, seed);
-            let image = cloud_init::seed_image(&docs).map_err(|e| {
-                Error::Failed(format!("{}: cannot pack the cloud-init seed: {e}", m.name))
+            let image = cloud_init::seed_image(&docs).map_err(|e| Error::Seed {
+                machine: m.name.clone(),
+                message: e.to_string(),
             })?;
             let pool = ctx.pool();
             let (seed_vol, disk_vol) = (names::vol::seed(&m.name), file_name(&paths.disk));
             let overlay = xml::overlay(&disk_vol, m.disk, backing, backing_format);
             let domain_xml = xml::domain(lab, m, accel, paths);
+            // The seed is made again every time (a partial one left by a killed `lab` goes too); the disk is an
+            // empty overlay, made in one call.
             call(&ctx.hv, move |hv| {
                 hv.delete_volume(&pool, &seed_vol)?;
                 hv.create_volume(&pool, &xml::volume(&seed_vol, image.len() as u64, "raw"))?;
@@ -344,9 +488,7 @@ async fn machine_up(
             call(&ctx.hv, move |hv| hv.start_domain(&d)).await?;
         }
     }
-    ui.status(&m.name, "booting: waiting for SSH and cloud-init");
-    let t = ctx.target(&m.name)?;
-    wait_ready(ctx, &t, deadline).await
+    Ok(console)
 }
 
 fn file_name(path: &str) -> String {

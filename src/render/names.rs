@@ -67,6 +67,10 @@ pub mod vol {
     pub fn console_log(machine: &str) -> String {
         format!("{machine}.console.log")
     }
+    /// The memory state saved with the disk layer `active(machine, generation)`.
+    pub fn memory(machine: &str, generation: u64) -> String {
+        format!("{machine}.mem-{generation}")
+    }
     /// The disk a machine runs on; `generation` changes whenever a checkpoint freezes the previous one.
     pub fn active(machine: &str, generation: u64) -> String {
         format!("{machine}.active-{generation}.qcow2")

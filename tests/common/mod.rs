@@ -12,17 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// End-to-end tests need root, libvirtd and the image tooling; they run when LAB_E2E=1 (set by tests/run.sh).
-pub fn enabled(test: &str) -> bool {
-    if std::env::var("LAB_E2E").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!(
-        "skipping {test}: set LAB_E2E=1 (tests/run.sh does) to run end-to-end tests on libvirt"
-    );
-    false
-}
-
 /// The test image: path and sha256.
 pub fn image() -> &'static (PathBuf, String) {
     static IMAGE: OnceLock<(PathBuf, String)> = OnceLock::new();

@@ -1,0 +1,188 @@
+//! Repair after a command that died (`kill -9`, a power cut, a crash): every command that changes a lab writes a
+//! pending mark into the state before its first change and clears it after its last. The next command that finds
+//! a mark while holding the lab's lock knows nobody is working on it any more, and makes the lab consistent again
+//! before it goes on:
+//! - machines are never left paused or with frozen file systems (resumed, thawed);
+//! - an interrupted restore is finished (the machines move to its checkpoint, its `undo` is recorded); a build
+//!   goes back to the checkpoint it started from; a first `up` is removed; a destroy is finished;
+//! - volumes the dead command made and nothing uses (half-uploaded images, memory files of an unrecorded snapshot,
+//!   overlays of an unfinished restore) are deleted.
+//!
+//! It says what it did in one line.
+
+use super::build::rollback;
+use super::checkpoints::{generation_of, remove_volumes};
+use super::machines::{is_frozen, thaw_restored};
+use super::restore::{restore_built, Undo};
+use super::{destroy, lab_domains, Context, Result};
+use crate::cancel::Cancel;
+use crate::libvirt::{call, DomainState};
+use crate::render::names;
+use crate::state::{Pending, State};
+use std::collections::BTreeSet;
+
+/// Repairs what a dead command left, if the state carries its mark. Call with the lab's lock held.
+pub async fn repair_if_pending(ctx: &Context) -> Result<()> {
+    let Some(state) = State::load(&ctx.lab_dir())? else {
+        return Ok(());
+    };
+    let Some(pending) = state.pending.clone() else {
+        return Ok(());
+    };
+    if state.uri != ctx.hv.uri() {
+        return Ok(()); // the command refuses a lab on another URI anyway
+    }
+    ctx.ui.warn(&format!(
+        "an earlier `{pending}` did not finish (the process was killed?); repairing the lab first"
+    ));
+    // The repair runs to its end: stopped half-way it would leave the lab as unsure as it found it.
+    let calm = Context {
+        cancel: Cancel::new(),
+        ..ctx.clone()
+    };
+    let said = match pending {
+        Pending::Up { fresh: true } => {
+            destroy(&calm, false).await?;
+            return say(ctx, "removed what the interrupted first `lab up` had made".into());
+        }
+        Pending::Destroy => {
+            destroy(&calm, false).await?;
+            return say(ctx, format!("finished destroying lab `{}`", ctx.lab.name));
+        }
+        Pending::Restore {
+            name,
+            undo,
+            discard,
+        } => {
+            restore_built(&calm, &name, Undo::Planned { undo, discard }).await?;
+            format!("finished `lab restore {name}`")
+        }
+        Pending::Build { from, .. } => {
+            wake(&calm).await?;
+            rollback(&calm, &from).await?;
+            format!("the unfinished build was undone; the lab is back at `{from}`")
+        }
+        Pending::Remove { volumes } => {
+            remove_volumes(&calm, &volumes).await;
+            "finished removing checkpoint files".to_string()
+        }
+        Pending::Snapshot { name } => {
+            let woke = wake(&calm).await?;
+            format!("`lab snapshot {name}` was not taken{woke}")
+        }
+        other => {
+            let woke = wake(&calm).await?;
+            format!("`{other}` did not finish{woke}")
+        }
+    };
+    let mut state = ctx.state()?;
+    state.pending = None;
+    ctx.save(&state)?;
+    let removed = remove_orphans(&calm, &state).await?;
+    say(
+        ctx,
+        if removed.is_empty() {
+            said
+        } else {
+            format!(
+                "{said}; removed {} unfinished file(s): {}",
+                removed.len(),
+                removed.join(", ")
+            )
+        },
+    )
+}
+
+fn say(ctx: &Context, what: String) -> Result<()> {
+    ctx.ui.warn(&format!("repaired: {what}"));
+    Ok(())
+}
+
+/// Resumes paused machines and thaws frozen ones; says what it did ("" when nothing).
+async fn wake(ctx: &Context) -> Result<String> {
+    let mut done = Vec::new();
+    for d in lab_domains(ctx).await? {
+        let d2 = d.clone();
+        let st = call(&ctx.hv, move |hv| hv.domain_state(&d2)).await?;
+        if st == Some(DomainState::Paused) {
+            let d2 = d.clone();
+            call(&ctx.hv, move |hv| hv.resume_domain(&d2)).await?;
+            done.push(format!("resumed {d}"));
+        }
+        if matches!(st, Some(DomainState::Paused | DomainState::Running)) && is_frozen(ctx, &d).await {
+            let machine = d
+                .strip_prefix(&names::domain(&ctx.lab.name, ""))
+                .unwrap_or(&d)
+                .to_string();
+            thaw_restored(ctx, &machine).await?;
+            done.push(format!("thawed {d}"));
+        }
+    }
+    Ok(if done.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", done.join(", "))
+    })
+}
+
+/// Deletes the volumes lab makes (disks, memory files, images) that nothing uses: no checkpoint, no machine's
+/// disk, no backing chain of either, no completed upload. Volumes of names lab does not make are never touched.
+/// Returns the names deleted.
+async fn remove_orphans(ctx: &Context, state: &State) -> Result<Vec<String>> {
+    let pool = ctx.pool();
+    let lab = ctx.lab.clone();
+    let state = state.clone();
+    let removed = call(&ctx.hv, move |hv| {
+        if hv.pool_path(&pool)?.is_none() {
+            return Ok(Vec::new());
+        }
+        let vols: Vec<String> = hv.volumes(&pool)?.into_iter().map(|v| v.name).collect();
+        let file = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+        let mut roots: Vec<String> = Vec::new();
+        for r in state.checkpoints.values() {
+            for m in r.machines.values() {
+                roots.push(m.layer.clone());
+                roots.extend(m.memory.clone());
+            }
+        }
+        for m in &lab.machines {
+            if let Some(disk) = hv
+                .domain_info(&names::domain(&lab.name, &m.name))?
+                .and_then(|i| i.disk)
+            {
+                roots.push(file(&disk));
+            }
+        }
+        let mut keep = BTreeSet::new();
+        for root in roots {
+            let mut at = Some(root);
+            while let Some(v) = at.take() {
+                if !keep.insert(v.clone()) || !vols.contains(&v) {
+                    continue;
+                }
+                at = hv.volume_backing(&pool, &v)?.map(|b| file(&b));
+            }
+        }
+        let ours = |v: &str| {
+            v.starts_with("image-")
+                || lab.machines.iter().any(|m| {
+                    generation_of(&m.name, v).is_some()
+                        || v.strip_prefix(&format!("{}.mem-", m.name))
+                            .is_some_and(|g| g.parse::<u64>().is_ok())
+                })
+        };
+        let mut removed = Vec::new();
+        for v in vols.iter().filter(|v| ours(v) && !keep.contains(*v)) {
+            // An image in no backing chain is only an orphan if its upload was never completed (an older lab
+            // recorded no completion: leave its images be).
+            if v.starts_with("image-") && state.upload_complete(v) != Some(false) {
+                continue;
+            }
+            hv.delete_volume(&pool, v)?;
+            removed.push(v.clone());
+        }
+        Ok(removed)
+    })
+    .await?;
+    Ok(removed)
+}

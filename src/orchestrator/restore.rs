@@ -1,0 +1,413 @@
+//! `lab restore NAME` for a built checkpoint: every machine moves to it at once. Phases:
+//! - `plan`: every check before any change (each machine's layer and memory file present, free space); the old
+//!   `undo` retired; the pending mark written.
+//! - `prepared`: a new empty overlay on the checkpoint's layer for each machine, made while the running guests
+//!   flush their file systems (frozen through the guest agent, or synced), so the disks they leave are whole.
+//!   Interrupted up to here, the overlays go, the guests thaw, and nothing has changed.
+//! - `loaded`: each machine powered off and started from the checkpoint (its memory file loaded paused, or booted
+//!   for a disk-only one). From here the restore is finished even if interrupted.
+//! - `resumed` (all together: the lab goes on from one instant), `thawed` (guests saved with frozen file systems),
+//!   `recorded` (the replaced disks become the disk-only checkpoint `undo`), `ready` (clocks set, sshd answering;
+//!   a second Ctrl-C skips this wait).
+
+use super::checkpoints::{generations, remove_volumes, used_by_records};
+use super::guest::{boot_timeout, set_clock, wait_ready, wait_sshd, ConsoleWatch, Patience};
+use super::machines::{ensure_space, thaw_restored, FreezeGuard, PauseGuard};
+use super::phases::Phases;
+use super::{each_machine, for_each_machine, now_rfc3339, Context, Error, Result};
+use crate::checkpoint::{Flush, MachineRecord, Record, UNDO};
+use crate::libvirt::{call, DomainState};
+use crate::render::{names, xml};
+use crate::state::{Pending, State};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// What becomes of the state a restore replaces.
+#[derive(Debug, Clone)]
+pub enum Undo {
+    /// Kept as the disk-only checkpoint `undo` (a user's restore).
+    Keep,
+    /// Deleted (restoring `undo` itself, or throwing away a half-built checkpoint).
+    Discard,
+    /// As an interrupted restore planned it (finishing that restore).
+    Planned {
+        undo: Option<Record>,
+        discard: Vec<String>,
+    },
+}
+
+/// One machine's part of a restore.
+struct Move {
+    machine: String,
+    dom: String,
+    /// The domain exists and runs (its guest can be flushed); it exists at all.
+    running: bool,
+    defined: bool,
+    /// The disk it runs on now, if that volume exists.
+    old_disk: Option<String>,
+    new_disk: String,
+    overlay_xml: String,
+    domain_xml: String,
+    memory: Option<String>,
+    /// Its memory state holds frozen file systems: thaw after the resume.
+    thaw: bool,
+}
+
+struct Plan {
+    name: String,
+    memory: bool,
+    moves: Vec<Move>,
+    /// The replaced disks are kept as `undo` (else deleted, unless a record uses them).
+    keep_undo: bool,
+    /// Set when finishing an interrupted restore.
+    planned_undo: Option<Option<Record>>,
+    discard: Vec<String>,
+}
+
+/// Returns every machine to a built checkpoint, all machines at once.
+pub async fn restore_built(ctx: &Context, name: &str, undo: Undo) -> Result<()> {
+    let mut phases = Phases::new("restore", &ctx.cancel);
+    let original = ctx.state()?;
+    let mut state = original.clone();
+    let plan = plan(ctx, &mut state, name, undo).await?;
+    state.pending = Some(Pending::Restore {
+        name: name.into(),
+        undo: plan.planned_undo.clone().flatten(),
+        discard: plan.discard.clone(),
+    });
+    ctx.save(&state)?;
+    phases.done("plan");
+    if let Err(e) = ctx.check_cancel("nothing was changed") {
+        ctx.save(&original)?;
+        return Err(e);
+    }
+
+    // New disks while the guests flush their old ones.
+    let flush_these: Vec<String> = plan
+        .moves
+        .iter()
+        .filter(|m| m.running && plan.keep_undo && plan.planned_undo.is_none())
+        .map(|m| m.machine.clone())
+        .collect();
+    let (made, (frozen, flushed)) = tokio::join!(
+        make_overlays(ctx, &plan),
+        FreezeGuard::flush(ctx, &flush_these)
+    );
+    phases.done("prepared");
+    let undo_record = match &plan.planned_undo {
+        Some(u) => u.clone(),
+        None if plan.keep_undo => undo_record(&plan, &original, &flushed),
+        None => None,
+    };
+    let stop = match made {
+        Err(e) => Some(e),
+        Ok(()) => ctx.check_cancel("nothing was changed").err(),
+    };
+    if let Some(e) = stop {
+        frozen.thaw().await?;
+        let overlays: Vec<String> = plan.moves.iter().map(|m| m.new_disk.clone()).collect();
+        remove_volumes(ctx, &overlays).await;
+        ctx.save(&original)?;
+        return Err(e);
+    }
+    // The guests stay frozen: they are powered off next, so their kept disks hold every write.
+    frozen.keep_frozen();
+    if let Some(Pending::Restore { undo, .. }) = &mut state.pending {
+        undo.clone_from(&undo_record);
+    }
+    ctx.save(&state)?;
+
+    // From here on the restore is finished, interrupted or not: half the machines moved is no state at all.
+    let started = Instant::now();
+    let (loaded, mut errors) = each_machine(ctx, |m| {
+        let mv = plan.moves.iter().find(|x| x.machine == m).expect("planned");
+        load(ctx, mv)
+    })
+    .await;
+    phases.done("loaded");
+    let loaded: BTreeMap<String, ConsoleWatch> = loaded.into_iter().collect();
+    if plan.memory {
+        let doms: Vec<String> = loaded.keys().map(|m| ctx.dom(m)).collect();
+        // The guard was taken by libvirt's paused load; resuming through it reports failures.
+        let paused = PauseGuard::adopt(ctx, doms);
+        if let Err(e) = paused.resume().await {
+            errors.push(e);
+        }
+    }
+    let resumed = started.elapsed();
+    phases.done("resumed");
+    let thaws = plan
+        .moves
+        .iter()
+        .filter(|mv| mv.thaw && loaded.contains_key(&mv.machine))
+        .map(|mv| thaw_restored(ctx, &mv.machine));
+    errors.extend(
+        futures_util::future::join_all(thaws)
+            .await
+            .into_iter()
+            .filter_map(|r| r.err()),
+    );
+    phases.done("thawed");
+    if let Some(e) = Error::all("restoring the machines", errors) {
+        // The pending mark stays: the next command finishes this restore.
+        return Err(e);
+    }
+    record(ctx, &mut state, &plan, undo_record).await?;
+    phases.done("recorded");
+
+    wait(ctx, &plan, &loaded).await?;
+    phases.done("ready");
+    ctx.ui.info(&format!(
+        "restored `{name}` on {} machine(s) in {:.1} s{}",
+        plan.moves.len(),
+        resumed.as_secs_f64(),
+        if plan.keep_undo {
+            "; your previous state is kept as `undo` (`lab restore undo` brings it back)"
+        } else {
+            ""
+        }
+    ));
+    ctx.check_cancel(&format!(
+        "the restore was finished first; the lab runs on `{name}`"
+    ))
+}
+
+/// Every check before the first change, and the state's side of it: the old `undo` retired (renamed if something
+/// is built on it, else its files go once the restore is done).
+async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Result<Plan> {
+    let record = state
+        .checkpoints
+        .get(name)
+        .cloned()
+        .ok_or_else(|| Error::NotBuilt { name: name.into() })?;
+    let pool = ctx.pool();
+    let (vols, pool_path) = {
+        let p = pool.clone();
+        call(&ctx.hv, move |hv| Ok((hv.volumes(&p)?, hv.pool_path(&p)?))).await?
+    };
+    let pool_path = pool_path.ok_or_else(|| Error::NotUp(ctx.lab.name.clone()))?;
+    let present: std::collections::BTreeSet<String> = vols.into_iter().map(|v| v.name).collect();
+    for m in &ctx.lab.machines {
+        let mr = record.machines.get(&m.name).ok_or_else(|| Error::Damaged {
+            name: name.into(),
+            machine: m.name.clone(),
+            what: "disk layer",
+            volume: "(none recorded)".into(),
+        })?;
+        let files = std::iter::once(("disk layer", &mr.layer))
+            .chain(mr.memory.iter().map(|v| ("memory file", v)));
+        for (what, v) in files {
+            if !present.contains(v) {
+                return Err(Error::Damaged {
+                    name: name.into(),
+                    machine: m.name.clone(),
+                    what,
+                    volume: v.clone(),
+                });
+            }
+        }
+    }
+    ensure_space(ctx, ctx.lab.machines.len() as u64 * (64 << 20)).await?;
+
+    let gens = generations(ctx, state).await?;
+    let accel = super::up::current_accel(ctx).await?;
+    let lab = ctx.lab.clone();
+    let doms: Vec<(String, Option<DomainState>)> = super::machine_states(ctx).await?;
+    let mut moves = Vec::new();
+    for (m, st) in doms {
+        let machine = lab.machine(&m).expect("lab machine");
+        let mr = &record.machines[&m];
+        let (old, next) = gens[&m];
+        let new_disk = names::vol::active(&m, next);
+        let paths = xml::MachinePaths {
+            disk: format!("{pool_path}/{new_disk}"),
+            seed: format!("{pool_path}/{}", names::vol::seed(&m)),
+            console_log: format!("{pool_path}/{}", names::vol::console_log(&m)),
+        };
+        let old_disk = names::vol::active(&m, old);
+        moves.push(Move {
+            dom: ctx.dom(&m),
+            running: st == Some(DomainState::Running),
+            defined: st.is_some(),
+            old_disk: present.contains(&old_disk).then_some(old_disk),
+            overlay_xml: xml::overlay(
+                &new_disk,
+                machine.disk,
+                &format!("{pool_path}/{}", mr.layer),
+                "qcow2",
+            ),
+            domain_xml: xml::domain(&lab, machine, accel, &paths),
+            new_disk,
+            memory: mr.memory.as_ref().map(|v| format!("{pool_path}/{v}")),
+            thaw: mr.memory.is_some() && mr.flushed == Flush::Frozen,
+            machine: m,
+        });
+    }
+
+    let (keep_undo, planned_undo, mut discard) = match undo {
+        Undo::Keep if name != UNDO => (true, None, Vec::new()),
+        Undo::Keep | Undo::Discard => (false, None, Vec::new()),
+        Undo::Planned { undo, discard } => (undo.is_some(), Some(undo), discard),
+    };
+    if planned_undo.is_none() {
+        if keep_undo {
+            discard.extend(retire_undo(state));
+        } else {
+            // The replaced disks go, unless a checkpoint holds them.
+            discard.extend(
+                moves
+                    .iter()
+                    .filter_map(|m| m.old_disk.clone())
+                    .filter(|v| !used_by_records(state, v, &[])),
+            );
+        }
+    }
+    Ok(Plan {
+        name: name.into(),
+        memory: record.memory,
+        moves,
+        keep_undo,
+        planned_undo,
+        discard,
+    })
+}
+
+/// Makes room for a new `undo`: the old one's record goes (its volumes are returned, to delete once the restore
+/// is done), unless something is built on it or runs on it: then it is kept under a dated name.
+fn retire_undo(state: &mut State) -> Vec<String> {
+    let Some(mut r) = state.checkpoints.remove(UNDO) else {
+        return Vec::new();
+    };
+    let used = state.current.as_deref() == Some(UNDO)
+        || state
+            .checkpoints
+            .values()
+            .any(|c| c.parent.as_deref() == Some(UNDO));
+    if used {
+        let new = format!("undo-{}", r.created.replace([':', '-'], "").to_lowercase());
+        r.name = new.clone();
+        for c in state.checkpoints.values_mut() {
+            if c.parent.as_deref() == Some(UNDO) {
+                c.parent = Some(new.clone());
+            }
+        }
+        if state.current.as_deref() == Some(UNDO) {
+            state.current = Some(new.clone());
+        }
+        state.checkpoints.insert(new, r);
+        Vec::new()
+    } else {
+        super::checkpoints::record_volumes(&r)
+            .into_iter()
+            .filter(|v| !used_by_records(state, v, &[]))
+            .collect()
+    }
+}
+
+/// The disk-only checkpoint of the replaced state (None when no machine had a disk to keep).
+fn undo_record(plan: &Plan, before: &State, flushed: &BTreeMap<String, Flush>) -> Option<Record> {
+    let machines: BTreeMap<String, MachineRecord> = plan
+        .moves
+        .iter()
+        .filter_map(|m| {
+            Some((
+                m.machine.clone(),
+                MachineRecord {
+                    layer: m.old_disk.clone()?,
+                    memory: None,
+                    flushed: flushed.get(&m.machine).copied().unwrap_or_default(),
+                },
+            ))
+        })
+        .collect();
+    (!machines.is_empty()).then(|| Record {
+        name: UNDO.into(),
+        parent: before.current.clone(),
+        created: now_rfc3339(),
+        memory: false,
+        key: None,
+        machines,
+    })
+}
+
+/// Every machine's new overlay, at once. On failure the ones made are deleted by the caller.
+async fn make_overlays(ctx: &Context, plan: &Plan) -> Result<()> {
+    for_each_machine(ctx, |m| {
+        let mv = plan.moves.iter().find(|x| x.machine == m).expect("planned");
+        let (p, x) = (ctx.pool(), mv.overlay_xml.clone());
+        async move {
+            let t = Instant::now();
+            call(&ctx.hv, move |hv| hv.create_volume(&p, &x)).await?;
+            tracing::debug!(machine = m, ms = t.elapsed().as_millis() as u64, "overlay");
+            Ok(())
+        }
+    })
+    .await
+    .map(drop)
+}
+
+/// One machine: powered off, redefined on its new disk, started from the checkpoint (memory loaded paused, or
+/// booted). Returns the console mark of a boot.
+async fn load(ctx: &Context, mv: &Move) -> Result<ConsoleWatch> {
+    let console = ConsoleWatch::start(ctx, &mv.machine).await;
+    let (d, x, mem, defined) = (mv.dom.clone(), mv.domain_xml.clone(), mv.memory.clone(), mv.defined);
+    let t = Instant::now();
+    call(&ctx.hv, move |hv| {
+        if defined {
+            hv.stop_domain(&d)?;
+        }
+        hv.define_domain(&x)?;
+        match &mem {
+            Some(file) => hv.restore_memory(file, &x, true),
+            None => hv.start_domain(&d),
+        }
+    })
+    .await?;
+    tracing::debug!(
+        machine = mv.machine,
+        ms = t.elapsed().as_millis() as u64,
+        "stopped and loaded"
+    );
+    Ok(console)
+}
+
+/// The state after a restore: the new disks, `undo`, the current checkpoint; then the files that went out of use.
+async fn record(
+    ctx: &Context,
+    state: &mut State,
+    plan: &Plan,
+    undo: Option<Record>,
+) -> Result<()> {
+    for mv in &plan.moves {
+        if let Some(g) = super::checkpoints::generation_of(&mv.machine, &mv.new_disk) {
+            state.active.insert(mv.machine.clone(), g);
+        }
+    }
+    if let Some(u) = undo {
+        state.checkpoints.insert(UNDO.into(), u);
+    }
+    state.current = Some(plan.name.clone());
+    super::checkpoints::remove_recorded(ctx, state, &plan.discard).await
+}
+
+/// Done when every machine answers: a resumed guest gets the host's time and its sshd is seen taking connections;
+/// a booted one is waited for like `up` does.
+async fn wait(ctx: &Context, plan: &Plan, consoles: &BTreeMap<String, ConsoleWatch>) -> Result<()> {
+    let deadline = Instant::now() + boot_timeout();
+    for_each_machine(ctx, |m| async move {
+        let t = ctx.target(&m)?;
+        let mv = plan.moves.iter().find(|x| x.machine == m).expect("planned");
+        if plan.memory {
+            let agent_wait = Duration::from_secs(if mv.thaw { 10 } else { 1 });
+            let (clock, sshd) = tokio::join!(
+                set_clock(ctx, &m, agent_wait),
+                wait_sshd(ctx, &t, deadline)
+            );
+            clock.and(sshd)
+        } else {
+            wait_ready(ctx, &t, deadline, &consoles[&m], Patience::UntilHurried).await
+        }
+    })
+    .await
+    .map(drop)
+}
