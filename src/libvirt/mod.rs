@@ -2,9 +2,12 @@
 //! crossing it. [`VirtHost`] is the one implementation that talks to libvirt. All host-side file work goes through
 //! storage volumes here, so a lab runs the same on `qemu:///system` and on `qemu+ssh://host/system`.
 
+mod classify;
 mod virt_host;
+pub mod xml_read;
 
 pub use virt_host::VirtHost;
+pub use xml_read::DomainInfo;
 
 use ipnet::Ipv4Net;
 use std::io::Read;
@@ -22,6 +25,8 @@ pub enum ErrorKind {
     Exists,
     /// The domain's guest agent does not answer (none in the image, or not connected yet after a restore).
     AgentUnavailable,
+    /// The hypervisor host's disk is full (ENOSPC, or EDQUOT for a quota) where libvirt wrote.
+    NoSpace,
     Other,
 }
 
@@ -35,6 +40,21 @@ pub struct Error {
 }
 
 impl Error {
+    /// An error of kind [`ErrorKind::Other`] for work around libvirt calls (reading a local file for an upload, …).
+    pub fn other(
+        op: &'static str,
+        object: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) -> Error {
+        Error {
+            kind: ErrorKind::Other,
+            op,
+            object: object.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// What the user can do about it; the one place for libvirt hints.
     pub fn hint(&self) -> Option<String> {
         match self.kind {
             ErrorKind::Unreachable => Some(
@@ -46,6 +66,10 @@ impl Error {
                 "add yourself to the libvirt group (`sudo usermod -aG libvirt $USER`, then log in again) or run lab \
                  as root"
                     .into(),
+            ),
+            // The error's object names the pool's folder (see `VirtHost`).
+            ErrorKind::NoSpace => Some(
+                "free space in the pool's folder named above or point LAB_POOL_ROOT elsewhere".into(),
             ),
             _ => None,
         }
@@ -87,13 +111,35 @@ pub struct NetworkInfo {
 pub struct VolumeInfo {
     pub name: String,
     pub path: String,
-    /// Bytes the volume really takes on the host.
+    /// Bytes the volume really takes on the host (blocks allocated).
     pub allocation: u64,
+    /// The size the guest sees (a qcow2's virtual size; a raw file's length).
+    pub capacity: u64,
+    /// Bytes of the file on the host (its length); the allocation where the driver cannot tell.
+    pub physical: u64,
+}
+
+/// libvirt's and the hypervisor's versions, e.g. ("9.0.0", "QEMU 7.2.0").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostVersion {
+    /// The version of libvirt on the hypervisor host (the daemon's, for a remote URI).
+    pub libvirt: String,
+    /// The driver's hypervisor and its version, e.g. `QEMU 7.2.22`.
+    pub hypervisor: String,
+}
+
+/// Bytes read from a volume, and its size on the host when they were read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeBytes {
+    pub size: u64,
+    pub bytes: Vec<u8>,
 }
 
 pub trait Hypervisor: Send + Sync {
     /// The connection URI, e.g. `qemu:///system`.
     fn uri(&self) -> &str;
+    /// libvirt's and the hypervisor's versions, e.g. ("9.0.0", "QEMU 7.2.0").
+    fn version(&self) -> Result<HostVersion>;
     /// Whether the hypervisor runs on this machine (so its addresses and files are this machine's).
     fn is_local(&self) -> bool;
     /// Whether libvirt offers KVM domains for this architecture.
@@ -110,6 +156,8 @@ pub trait Hypervisor: Send + Sync {
     /// The pool's folder, if the pool exists.
     fn pool_path(&self, name: &str) -> Result<Option<String>>;
     fn pool_names(&self) -> Result<Vec<String>>;
+    /// Bytes free for new volumes in the pool.
+    fn pool_free(&self, pool: &str) -> Result<u64>;
     /// Deletes every volume, then the folder and the pool; Ok(false) if it did not exist.
     fn remove_pool(&self, name: &str) -> Result<bool>;
     fn volumes(&self, pool: &str) -> Result<Vec<VolumeInfo>>;
@@ -124,14 +172,28 @@ pub trait Hypervisor: Send + Sync {
         len: u64,
         progress: &dyn Fn(u64),
     ) -> Result<()>;
+    /// The volume's size on the host and up to `max` bytes from `offset` (clamped to the size). Works on files in
+    /// the pool that libvirt did not create (console logs written by QEMU, which grow: remember the size and read
+    /// from there next time; a size below the remembered one means the file was replaced or rotated).
+    fn read_volume(&self, pool: &str, name: &str, offset: u64, max: u64) -> Result<VolumeBytes>;
     /// Up to `max` bytes from the end of the volume.
-    fn read_volume_tail(&self, pool: &str, name: &str, max: u64) -> Result<Vec<u8>>;
+    fn read_volume_tail(&self, pool: &str, name: &str, max: u64) -> Result<Vec<u8>> {
+        let size = self.read_volume(pool, name, 0, 0)?.size;
+        Ok(self
+            .read_volume(pool, name, size.saturating_sub(max), max)?
+            .bytes)
+    }
+    /// The backing file of a volume (a qcow2 overlay's base), if any.
+    fn volume_backing(&self, pool: &str, name: &str) -> Result<Option<String>>;
     fn delete_volume(&self, pool: &str, name: &str) -> Result<bool>;
 
     /// Domain names that start with `prefix`.
     fn domains(&self, prefix: &str) -> Result<Vec<String>>;
     fn domain_state(&self, name: &str) -> Result<Option<DomainState>>;
     fn domain_xml(&self, name: &str) -> Result<String>;
+    /// The domain's definition read through [`xml_read::domain_info`] (None: no such domain). For a running
+    /// domain this is the definition it runs with (its disk after snapshots and restores).
+    fn domain_info(&self, name: &str) -> Result<Option<DomainInfo>>;
     /// Defines or redefines a persistent domain.
     fn define_domain(&self, xml: &str) -> Result<()>;
     fn start_domain(&self, name: &str) -> Result<()>;
