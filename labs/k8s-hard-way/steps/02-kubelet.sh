@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Lesson 2 (Module 02, Worker Node), on each worker: a standalone kubelet (no API server yet) run as
 # `kubelet --config-dir=/var/lib/kubelet/config.d/` with the drop-ins 99-cri.conf, 70-authnz.conf and
-# 50-static-pods.conf, a static pod in /etc/kubernetes/manifests, crictl with /etc/crictl.yaml, and kubeletctl.
-# Safe to run again.
+# 50-static-pods.conf (plus 40-resolv-conf.conf where systemd-resolved runs), a static pod in
+# /etc/kubernetes/manifests, crictl with /etc/crictl.yaml, and kubeletctl. Safe to run again.
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -59,6 +59,20 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 staticPodPath: /etc/kubernetes/manifests
 YAML
+
+  # Where systemd-resolved runs (Ubuntu), /etc/resolv.conf names its stub 127.0.0.53, which no pod can reach from
+  # its own network namespace. As kubeadm does, the kubelet then gives pods of dnsPolicy Default the file that
+  # lists the real servers (every pod's search domains come from it too).
+  if [[ -s /run/systemd/resolve/resolv.conf ]]; then
+    put /var/lib/kubelet/config.d/40-resolv-conf.conf 0644 <<'YAML'
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+resolvConf: /run/systemd/resolve/resolv.conf
+YAML
+  elif [[ -e /var/lib/kubelet/config.d/40-resolv-conf.conf ]]; then
+    rm -f /var/lib/kubelet/config.d/40-resolv-conf.conf
+    CHANGED=1
+  fi
 
   # There is no pod network until the Network lesson, so the static pod uses the host's network.
   put /etc/kubernetes/manifests/nginx.yaml 0644 <<'YAML'
