@@ -63,6 +63,14 @@ pub enum Command {
         #[arg(long, value_name = "CHECKPOINT")]
         at: Option<String>,
     },
+    /// Stop every machine, freeing its memory; nothing is lost (`lab start` brings the lab back).
+    Stop {
+        /// Power the guests off (ACPI) instead of saving their memory.
+        #[arg(long)]
+        shutdown: bool,
+    },
+    /// Start a stopped lab: saved machines resume together with their clocks set; shut-off ones boot.
+    Start,
     /// Save the whole lab (all machines at the same instant) as a named checkpoint.
     Snapshot {
         name: String,
@@ -225,6 +233,7 @@ pub fn main() -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("LAB_LOG"))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = rt.block_on(async {
@@ -359,6 +368,16 @@ async fn run(args: Args, cancel: Cancel) -> Result<i32, Failure> {
             orch::snapshot(&s.ctx, name, *disk_only, *force, None).await?;
             Ok(EXIT_OK)
         }
+        Command::Stop { shutdown } => {
+            let s = open(&args, lab, ui, &cancel, Lock::Hold).await?;
+            orch::power::stop(&s.ctx, *shutdown).await?;
+            Ok(EXIT_OK)
+        }
+        Command::Start => {
+            let s = open(&args, lab, ui, &cancel, Lock::Hold).await?;
+            orch::power::start(&s.ctx).await?;
+            Ok(EXIT_OK)
+        }
         Command::Restore { name, no_build } => {
             let s = open(&args, lab, ui, &cancel, Lock::Hold).await?;
             orch::restore(&s.ctx, name, *no_build).await?;
@@ -390,8 +409,7 @@ async fn run(args: Args, cancel: Cancel) -> Result<i32, Failure> {
         }
         Command::Status { json } => {
             let s = open(&args, lab, ui, &cancel, Lock::Peek).await?;
-            status(&s.ctx, *json).await?;
-            Ok(EXIT_OK)
+            status(&s.ctx, *json).await
         }
         Command::Ssh { machine, command } => {
             let s = open(&args, lab, ui, &cancel, Lock::Peek).await?;
@@ -580,7 +598,8 @@ fn confirm(question: &str) -> Result<bool, Failure> {
 #[derive(serde::Serialize)]
 struct MachineStatus {
     name: String,
-    state: String,
+    /// running, paused, saved (stopped with its memory), shut-off, absent.
+    state: orch::power::Power,
     ip: String,
 }
 
@@ -588,25 +607,38 @@ struct MachineStatus {
 struct LabStatus {
     name: String,
     uri: String,
+    /// running, stopped, partly-running, not-up, broken (state without machines: a first `up` that died).
+    state: &'static str,
     checkpoint: Option<String>,
     machines: Vec<MachineStatus>,
 }
 
-async fn status(ctx: &Context, json: bool) -> orch::Result<()> {
+/// `lab status`: exit 0 when the lab exists (whatever its machines do), 1 when it is not up.
+async fn status(ctx: &Context, json: bool) -> Result<i32, Failure> {
+    use orch::power::Power;
     let state = State::load(&ctx.lab_dir())?;
-    let states = orch::machine_states(ctx).await?;
+    let powers = orch::power::power_states(ctx).await?;
+    let all = |f: &dyn Fn(Power) -> bool| powers.iter().all(|(_, p)| f(*p));
+    let lab_state = match &state {
+        _ if all(&|p| p == Power::Running) => "running",
+        None if all(&|p| p == Power::Absent) => "not-up",
+        Some(_) if all(&|p| p == Power::Absent) => "broken",
+        _ if all(&|p| matches!(p, Power::Saved | Power::ShutOff)) => "stopped",
+        _ => "partly-running",
+    };
     let s = LabStatus {
         name: ctx.lab.name.clone(),
         uri: ctx.hv.uri().to_string(),
+        state: lab_state,
         checkpoint: state.and_then(|s| s.current),
         machines: ctx
             .lab
             .machines
             .iter()
-            .zip(states)
-            .map(|(m, (_, st))| MachineStatus {
+            .zip(powers)
+            .map(|(m, (_, p))| MachineStatus {
                 name: m.name.clone(),
-                state: st.map_or("absent".into(), |s| s.to_string()),
+                state: p,
                 ip: m.ip.to_string(),
             })
             .collect(),
@@ -615,17 +647,32 @@ async fn status(ctx: &Context, json: bool) -> orch::Result<()> {
         print_json(&s);
     } else {
         println!(
-            "lab {} on {}, checkpoint: {}",
+            "lab {} on {}: {}, checkpoint: {}",
             s.name,
             s.uri,
+            s.state,
             s.checkpoint.as_deref().unwrap_or("-")
         );
-        println!("{:<20} {:<10} ADDRESS", "MACHINE", "STATE");
+        println!("{:<20} {:<24} ADDRESS", "MACHINE", "STATE");
         for m in &s.machines {
-            println!("{:<20} {:<10} {}", m.name, m.state, m.ip);
+            println!("{:<20} {:<24} {}", m.name, m.state.to_string(), m.ip);
         }
     }
-    Ok(())
+    let hint = match lab_state {
+        "not-up" => Some("`lab up` creates it"),
+        "broken" => Some("a `lab up` stopped before its machines were made: `lab up` again, or `lab destroy`"),
+        "stopped" => Some("`lab start` brings it back"),
+        "partly-running" => Some("`lab start` starts the others; `lab restore NAME` puts every machine on one checkpoint"),
+        _ => None,
+    };
+    if let Some(h) = hint.filter(|_| !json) {
+        eprintln!("hint: {h}");
+    }
+    Ok(if matches!(lab_state, "not-up" | "broken") {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
+    })
 }
 
 fn print_validated(lab: &Lab, json: bool) {

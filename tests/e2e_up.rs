@@ -153,3 +153,33 @@ fn subnet_clash_is_refused_before_anything_is_made() {
     );
     assert_eq!(host_objects(), before, "nothing was made");
 }
+
+#[test]
+#[ignore = "needs libvirt: LAB_E2E=1"]
+fn a_machine_that_cannot_boot_fails_fast_with_its_console() {
+    let before = host_objects();
+    let lab = test_lab("deadboot", 18, "");
+    // The test image cut short, as an upload killed half-way once left it: its sha256 is pinned, so lab takes it.
+    let (image, _) = image();
+    let bytes = std::fs::read(image).unwrap();
+    let cut = &bytes[..bytes.len() * 55 / 100];
+    let sha = lab.add_file("broken.qcow2", cut);
+    let text = std::fs::read_to_string(lab.path("lab.toml"))
+        .unwrap()
+        .replacen("image = \"test-debian\"", "image = \"broken\"", 1);
+    std::fs::write(lab.path("lab.toml"), text).unwrap();
+    lab.append(&format!(
+        "[[image]]\nname = \"broken\"\nurl = \"http://127.0.0.1:{}/broken.qcow2\"\nsha256 = \"{sha}\"\n",
+        lab.server.port
+    ));
+    let started = std::time::Instant::now();
+    let out = lab.lab(&["up"]);
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot boot"), "{err}");
+    assert!(err.contains("console"), "the console lines that show why: {err}");
+    // Far below the 900 s boot time-out: the console shows a dead boot within seconds of it happening.
+    assert!(took < wait_secs(240), "took {took:?}");
+    assert_eq!(host_objects(), before, "a failed first up removes what it made");
+}

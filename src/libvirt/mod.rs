@@ -197,6 +197,17 @@ pub trait Hypervisor: Send + Sync {
     /// Defines or redefines a persistent domain.
     fn define_domain(&self, xml: &str) -> Result<()>;
     fn start_domain(&self, name: &str) -> Result<()>;
+    /// Starts a domain with its vCPUs paused (from its saved memory when it has one: see `save_domain`).
+    fn start_domain_paused(&self, name: &str) -> Result<()>;
+    /// Saves a running or paused domain's memory where libvirt keeps it for the domain, and stops it; the next
+    /// start resumes from it (libvirt's managed save).
+    fn save_domain(&self, name: &str) -> Result<()>;
+    /// Whether the domain has memory saved by `save_domain`.
+    fn has_saved_memory(&self, name: &str) -> Result<bool>;
+    /// Forgets the memory saved by `save_domain` (Ok if there is none).
+    fn discard_saved_memory(&self, name: &str) -> Result<()>;
+    /// Asks the guest to power off (ACPI); returns at once.
+    fn shutdown_domain(&self, name: &str) -> Result<()>;
     /// Hard power-off; Ok if it was not running.
     fn stop_domain(&self, name: &str) -> Result<()>;
     /// Stops and undefines; Ok(false) if it did not exist.

@@ -190,6 +190,16 @@ impl VirtHost {
     }
 }
 
+/// `qemu:///system`, `qemu+unix:///system`, `test:///default`: no host and no remote transport mean this
+/// machine; `qemu+ssh://…`, `qemu+tcp://…`, `qemu://host/system` another one.
+fn is_local_uri(uri: &str) -> bool {
+    let Ok(u) = url::Url::parse(uri) else {
+        return true; // libvirt aliases such as `qemu` without "://"
+    };
+    let transport = u.scheme().split_once('+').map(|(_, t)| t);
+    u.host_str().is_none_or(str::is_empty) && transport.is_none_or(|t| t == "unix")
+}
+
 impl Hypervisor for VirtHost {
     fn uri(&self) -> &str {
         &self.uri
@@ -215,11 +225,7 @@ impl Hypervisor for VirtHost {
     }
 
     fn is_local(&self) -> bool {
-        // `qemu:///system`, `qemu:///session`, `test:///default`: no host part means this machine.
-        match self.uri.split_once("://") {
-            Some((scheme, rest)) => !scheme.contains('+') && rest.starts_with('/'),
-            None => true,
-        }
+        is_local_uri(&self.uri)
     }
 
     fn kvm_available(&self, arch: &str) -> Result<bool> {
@@ -527,6 +533,40 @@ impl Hypervisor for VirtHost {
             .map_err(wrap("start domain", name))
     }
 
+    fn start_domain_paused(&self, name: &str) -> Result<()> {
+        self.domain(name)?
+            .create_with_flags(sys::VIR_DOMAIN_START_PAUSED)
+            .map_err(wrap("start domain", name))
+    }
+
+    fn save_domain(&self, name: &str) -> Result<()> {
+        self.domain(name)?
+            .managed_save(0)
+            .map_err(wrap("save the memory of domain", name))
+    }
+
+    fn has_saved_memory(&self, name: &str) -> Result<bool> {
+        self.domain(name)?
+            .has_managed_save(0)
+            .map_err(wrap("query domain", name))
+    }
+
+    fn discard_saved_memory(&self, name: &str) -> Result<()> {
+        let d = self.domain(name)?;
+        if d.has_managed_save(0).map_err(wrap("query domain", name))? {
+            d.managed_save_remove(0)
+                .map_err(wrap("discard the saved memory of domain", name))?;
+        }
+        Ok(())
+    }
+
+    fn shutdown_domain(&self, name: &str) -> Result<()> {
+        self.domain(name)?
+            .shutdown()
+            .map(|_| ())
+            .map_err(wrap("shut down domain", name))
+    }
+
     fn stop_domain(&self, name: &str) -> Result<()> {
         let d = self.domain(name)?;
         if d.is_active().map_err(wrap("query domain", name))? {
@@ -608,6 +648,16 @@ impl Hypervisor for VirtHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_and_remote_uris() {
+        for local in ["qemu:///system", "qemu+unix:///system", "test:///default", "qemu:///system?socket=/x"] {
+            assert!(is_local_uri(local), "{local}");
+        }
+        for remote in ["qemu+ssh://root@[::1]:2222/system", "qemu+tcp://hv/system", "qemu://hv/system"] {
+            assert!(!is_local_uri(remote), "{remote}");
+        }
+    }
 
     #[test]
     fn version_numbers_as_text() {

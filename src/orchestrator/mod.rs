@@ -10,6 +10,7 @@ mod guest;
 mod machines;
 mod phases;
 mod placement;
+pub mod power;
 mod repair;
 mod restore;
 mod snapshot;
@@ -172,7 +173,8 @@ impl Error {
             Error::OtherUri { uri, .. } => Some(format!("use --connect {uri}, or `lab destroy` it there first")),
             Error::NameTaken { .. } => Some("rename the lab (name = … in the lab file) or remove that object".into()),
             Error::UnknownMachine { .. } => Some("`lab status` lists the machines".into()),
-            Error::NotRunning { .. } => Some("`lab up` starts the lab".into()),
+            Error::NotRunning { state, .. } if state == "absent" => Some("`lab up` makes and starts the lab".into()),
+            Error::NotRunning { .. } => Some("`lab start` starts a stopped lab (`lab up` does too)".into()),
             Error::BootTimeout { .. } | Error::Died { .. } => {
                 Some("the console log above shows how far the machine got; LAB_BOOT_TIMEOUT=SECONDS waits longer".into())
             }

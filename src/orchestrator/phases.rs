@@ -42,6 +42,13 @@ impl Phases {
     }
 }
 
+/// A point inside a phase where a fault can be injected too (say, half-way through an upload), logged like a phase
+/// end. Callable from a blocking thread.
+pub(crate) fn point(command: &'static str, phase: &'static str, cancel: &Cancel) {
+    tracing::debug!(command, phase, "phase done");
+    fault(command, phase, cancel);
+}
+
 /// The fault `LAB_TEST_FAULT` asks for at this phase, if any.
 fn wanted(command: &str, phase: &str) -> Option<String> {
     let spec = std::env::var("LAB_TEST_FAULT").ok()?;

@@ -21,8 +21,30 @@ use crate::render::names;
 use crate::state::{Pending, State};
 use std::collections::BTreeSet;
 
-/// Repairs what a dead command left, if the state carries its mark. Call with the lab's lock held.
+/// Repairs what a dead command left, if the state carries its mark. Call with the lab's lock held. A repair that
+/// fails does not stop the command that found it (a broken checkpoint must not block `destroy` or another
+/// `restore`): it says so, wakes what it can and clears the mark.
 pub async fn repair_if_pending(ctx: &Context) -> Result<()> {
+    let Err(e) = repair(ctx).await else {
+        return Ok(());
+    };
+    ctx.ui.warn(&format!(
+        "could not repair the lab: {e}; `lab restore NAME` puts the machines on one checkpoint again, `lab \
+         destroy` removes the lab"
+    ));
+    let calm = Context {
+        cancel: Cancel::new(),
+        ..ctx.clone()
+    };
+    let _ = wake(&calm).await;
+    if let Ok(Some(mut state)) = State::load(&ctx.lab_dir()) {
+        state.pending = None;
+        ctx.save(&state)?;
+    }
+    Ok(())
+}
+
+async fn repair(ctx: &Context) -> Result<()> {
     let Some(state) = State::load(&ctx.lab_dir())? else {
         return Ok(());
     };
@@ -65,6 +87,14 @@ pub async fn repair_if_pending(ctx: &Context) -> Result<()> {
         Pending::Remove { volumes } => {
             remove_volumes(&calm, &volumes).await;
             "finished removing checkpoint files".to_string()
+        }
+        Pending::Stop => {
+            super::power::stop(&calm, false).await?;
+            "finished `lab stop`: the machines are stopped, their memory saved".to_string()
+        }
+        Pending::Start => {
+            super::power::start(&calm).await?;
+            "finished `lab start`".to_string()
         }
         Pending::Snapshot { name } => {
             let woke = wake(&calm).await?;

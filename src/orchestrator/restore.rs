@@ -355,6 +355,8 @@ async fn load(ctx: &Context, mv: &Move) -> Result<ConsoleWatch> {
     call(&ctx.hv, move |hv| {
         if defined {
             hv.stop_domain(&d)?;
+            // A stopped lab's saved memory belongs to the state being replaced.
+            hv.discard_saved_memory(&d)?;
         }
         hv.define_domain(&x)?;
         match &mem {

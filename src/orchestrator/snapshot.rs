@@ -9,7 +9,7 @@ use super::machines::{ensure_space, FreezeGuard, PauseGuard};
 use super::phases::Phases;
 use super::{each_machine, now_rfc3339, Context, Error, Result};
 use crate::checkpoint::{Flush, MachineRecord, Record};
-use crate::libvirt::{call, DomainState};
+use crate::libvirt::call;
 use crate::render::{names, xml};
 use crate::state::{Pending, State};
 use std::collections::BTreeMap;
@@ -146,14 +146,7 @@ async fn plan(
             )
         }
     };
-    for (m, st) in super::machine_states(ctx).await? {
-        if st != Some(DomainState::Running) {
-            return Err(Error::NotRunning {
-                machine: m,
-                state: st.map_or("absent".into(), |s| s.to_string()),
-            });
-        }
-    }
+    super::power::require_running(ctx).await?;
     let need: u64 = ctx
         .lab
         .machines

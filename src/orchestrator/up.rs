@@ -50,6 +50,10 @@ pub async fn up(ctx: &Context, opts: &UpOptions) -> Result<()> {
         ctx.state()?; // same URI
     }
     let fresh = existed.is_none();
+    if !fresh && super::power::all_stopped(ctx).await? {
+        // A stopped lab: bring it back as `lab start` does (memory resumed at one instant, clocks set).
+        return super::power::start(ctx).await;
+    }
     let result = up_phases(ctx, existed).await;
     let Err(e) = result else { return Ok(()) };
     if fresh && !opts.keep_on_failure && !matches!(e, Error::NameTaken { .. } | Error::Host(_)) {
@@ -231,12 +235,20 @@ async fn upload_image(
         f.size,
     );
     let cancel = ctx.cancel.clone();
+    let data_cancel = ctx.cancel.clone();
     let r = call(&ctx.hv, move |hv| {
         let file = std::fs::File::open(&path)
             .map_err(|e| crate::libvirt::Error::other("read", path.display().to_string(), e))?;
         let mut data = CancelReader { inner: file, cancel };
         hv.create_volume(&pool, &xml::volume(&v, size, &fmt))?;
-        let sent = hv.upload_volume(&pool, &v, &mut data, size, &|n| ui.bytes_set(&l, n));
+        let half = std::sync::atomic::AtomicBool::new(false);
+        let sent = hv.upload_volume(&pool, &v, &mut data, size, &|n| {
+            ui.bytes_set(&l, n);
+            if n >= size / 2 && !half.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                // Where a killed upload leaves a partial volume (the fault tests stop here).
+                super::phases::point("up", "image-half", &data_cancel);
+            }
+        });
         let verified = sent.and_then(|()| {
             let got = hv.volumes(&pool)?.into_iter().find(|x| x.name == v).map_or(0, |x| x.physical);
             if got == size {
