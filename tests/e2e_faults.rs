@@ -276,7 +276,7 @@ fn every_phase_survives_kill_and_ctrl_c() {
             let name = format!("z{i}-{fault}");
             f.fault(&["snapshot", &name], "snapshot", p, fault);
             f.check(&format!("snapshot:{p}:{fault}"), &kept);
-            let _ = f.lab.lab(&["checkpoint", "rm", &name]);
+            let _ = f.lab.lab(&["checkpoint", "rm", &name, "--recursive"]);
         }
     }
     // restore: of `a`, from `built` (a different state each time, so every phase moves machines).

@@ -179,6 +179,10 @@ pub(crate) async fn remove_recorded(ctx: &Context, state: &mut State, volumes: &
         });
         ctx.save(state)?;
         remove_volumes(ctx, volumes).await;
+        let more = collect_garbage(ctx, state).await?;
+        if !more.is_empty() {
+            tracing::debug!(?more, "no longer used");
+        }
     }
     state.pending = None;
     ctx.save(state)
@@ -289,6 +293,69 @@ pub async fn list(ctx: &Context) -> Result<Vec<Listed>> {
         });
     }
     Ok(out)
+}
+
+/// Deletes the volumes lab makes (disks, memory files, images) that nothing uses: no checkpoint, no machine's
+/// disk, no backing chain of either, no completed upload. Volumes of names lab does not make are never touched.
+/// Returns the names deleted. Run after every removal (a layer left behind by a snapshot that was never recorded
+/// is only found when the disk above it goes) and by the repair.
+pub(crate) async fn collect_garbage(ctx: &Context, state: &State) -> Result<Vec<String>> {
+    let pool = ctx.pool();
+    let lab = ctx.lab.clone();
+    let state = state.clone();
+    let removed = call(&ctx.hv, move |hv| {
+        if hv.pool_path(&pool)?.is_none() {
+            return Ok(Vec::new());
+        }
+        let vols: Vec<String> = hv.volumes(&pool)?.into_iter().map(|v| v.name).collect();
+        let file = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+        let mut roots: Vec<String> = Vec::new();
+        for r in state.checkpoints.values() {
+            for m in r.machines.values() {
+                roots.push(m.layer.clone());
+                roots.extend(m.memory.clone());
+            }
+        }
+        for m in &lab.machines {
+            if let Some(disk) = hv
+                .domain_info(&names::domain(&lab.name, &m.name))?
+                .and_then(|i| i.disk)
+            {
+                roots.push(file(&disk));
+            }
+        }
+        let mut keep = BTreeSet::new();
+        for root in roots {
+            let mut at = Some(root);
+            while let Some(v) = at.take() {
+                if !keep.insert(v.clone()) || !vols.contains(&v) {
+                    continue;
+                }
+                at = hv.volume_backing(&pool, &v)?.map(|b| file(&b));
+            }
+        }
+        let ours = |v: &str| {
+            v.starts_with("image-")
+                || lab.machines.iter().any(|m| {
+                    generation_of(&m.name, v).is_some()
+                        || v.strip_prefix(&format!("{}.mem-", m.name))
+                            .is_some_and(|g| g.parse::<u64>().is_ok())
+                })
+        };
+        let mut removed = Vec::new();
+        for v in vols.iter().filter(|v| ours(v) && !keep.contains(*v)) {
+            // An image in no backing chain is only an orphan if its upload was never completed (an older lab
+            // recorded no completion: leave its images be).
+            if v.starts_with("image-") && state.upload_complete(v) != Some(false) {
+                continue;
+            }
+            hv.delete_volume(&pool, v)?;
+            removed.push(v.clone());
+        }
+        Ok(removed)
+    })
+    .await?;
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! It says what it did in one line.
 
 use super::build::rollback;
-use super::checkpoints::{generation_of, remove_volumes};
+use super::checkpoints::{collect_garbage, remove_volumes};
 use super::machines::{is_frozen, thaw_restored};
 use super::restore::{restore_built, Undo};
 use super::{destroy, lab_domains, Context, Result};
@@ -19,7 +19,6 @@ use crate::cancel::Cancel;
 use crate::libvirt::{call, DomainState};
 use crate::render::names;
 use crate::state::{Pending, State};
-use std::collections::BTreeSet;
 
 /// Repairs what a dead command left, if the state carries its mark. Call with the lab's lock held. A repair that
 /// fails does not stop the command that found it (a broken checkpoint must not block `destroy` or another
@@ -108,7 +107,7 @@ async fn repair(ctx: &Context) -> Result<()> {
     let mut state = ctx.state()?;
     state.pending = None;
     ctx.save(&state)?;
-    let removed = remove_orphans(&calm, &state).await?;
+    let removed = collect_garbage(&calm, &state).await?;
     say(
         ctx,
         if removed.is_empty() {
@@ -153,66 +152,4 @@ async fn wake(ctx: &Context) -> Result<String> {
     } else {
         format!(" ({})", done.join(", "))
     })
-}
-
-/// Deletes the volumes lab makes (disks, memory files, images) that nothing uses: no checkpoint, no machine's
-/// disk, no backing chain of either, no completed upload. Volumes of names lab does not make are never touched.
-/// Returns the names deleted.
-async fn remove_orphans(ctx: &Context, state: &State) -> Result<Vec<String>> {
-    let pool = ctx.pool();
-    let lab = ctx.lab.clone();
-    let state = state.clone();
-    let removed = call(&ctx.hv, move |hv| {
-        if hv.pool_path(&pool)?.is_none() {
-            return Ok(Vec::new());
-        }
-        let vols: Vec<String> = hv.volumes(&pool)?.into_iter().map(|v| v.name).collect();
-        let file = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
-        let mut roots: Vec<String> = Vec::new();
-        for r in state.checkpoints.values() {
-            for m in r.machines.values() {
-                roots.push(m.layer.clone());
-                roots.extend(m.memory.clone());
-            }
-        }
-        for m in &lab.machines {
-            if let Some(disk) = hv
-                .domain_info(&names::domain(&lab.name, &m.name))?
-                .and_then(|i| i.disk)
-            {
-                roots.push(file(&disk));
-            }
-        }
-        let mut keep = BTreeSet::new();
-        for root in roots {
-            let mut at = Some(root);
-            while let Some(v) = at.take() {
-                if !keep.insert(v.clone()) || !vols.contains(&v) {
-                    continue;
-                }
-                at = hv.volume_backing(&pool, &v)?.map(|b| file(&b));
-            }
-        }
-        let ours = |v: &str| {
-            v.starts_with("image-")
-                || lab.machines.iter().any(|m| {
-                    generation_of(&m.name, v).is_some()
-                        || v.strip_prefix(&format!("{}.mem-", m.name))
-                            .is_some_and(|g| g.parse::<u64>().is_ok())
-                })
-        };
-        let mut removed = Vec::new();
-        for v in vols.iter().filter(|v| ours(v) && !keep.contains(*v)) {
-            // An image in no backing chain is only an orphan if its upload was never completed (an older lab
-            // recorded no completion: leave its images be).
-            if v.starts_with("image-") && state.upload_complete(v) != Some(false) {
-                continue;
-            }
-            hv.delete_volume(&pool, v)?;
-            removed.push(v.clone());
-        }
-        Ok(removed)
-    })
-    .await?;
-    Ok(removed)
 }
