@@ -290,7 +290,8 @@ fn every_phase_survives_kill_and_ctrl_c() {
     // A checkpoint build (`more`, from `built`): steps and saving, with the restores and snapshots inside it.
     for p in &build_phases {
         for fault in ["kill", "int"] {
-            let _ = f.lab.lab(&["checkpoint", "rm", "more"]);
+            f.lab.ok(&["restore", "built"]);
+            let _ = f.lab.lab(&["checkpoint", "rm", "more", "--recursive"]);
             f.fault(&["restore", "more"], "build", p, fault);
             f.check(&format!("build:{p}:{fault}"), &kept);
         }

@@ -81,72 +81,22 @@ pub async fn restore_built(ctx: &Context, name: &str, undo: Undo) -> Result<()> 
         ctx.save(&original)?;
         return Err(e);
     }
-
-    // New disks while the guests flush their old ones.
-    let flush_these: Vec<String> = plan
-        .moves
-        .iter()
-        .filter(|m| m.running && plan.keep_undo && plan.planned_undo.is_none())
-        .map(|m| m.machine.clone())
-        .collect();
-    let (made, (frozen, flushed)) = tokio::join!(
-        make_overlays(ctx, &plan),
-        FreezeGuard::flush(ctx, &flush_these)
-    );
-    phases.done("prepared");
-    let undo_record = match &plan.planned_undo {
-        Some(u) => u.clone(),
-        None if plan.keep_undo => undo_record(&plan, &original, &flushed),
-        None => None,
-    };
-    let stop = match made {
-        Err(e) => Some(e),
-        Ok(()) => ctx.check_cancel("nothing was changed").err(),
-    };
-    if let Some(e) = stop {
-        frozen.thaw().await?;
-        let overlays: Vec<String> = plan.moves.iter().map(|m| m.new_disk.clone()).collect();
-        remove_volumes(ctx, &overlays).await;
-        ctx.save(&original)?;
-        return Err(e);
-    }
-    // The guests stay frozen: they are powered off next, so their kept disks hold every write.
-    frozen.keep_frozen();
+    let undo_record = prepare(ctx, &plan, &original).await?;
     if let Some(Pending::Restore { undo, .. }) = &mut state.pending {
         undo.clone_from(&undo_record);
     }
     ctx.save(&state)?;
+    phases.done("prepared");
 
     // From here on the restore is finished, interrupted or not: half the machines moved is no state at all.
     let started = Instant::now();
-    let (loaded, mut errors) = each_machine(ctx, |m| {
-        let mv = plan.moves.iter().find(|x| x.machine == m).expect("planned");
-        load(ctx, mv)
-    })
-    .await;
+    let (loaded, mut errors) = each_machine(ctx, |m| load(ctx, plan.mv(&m))).await;
     phases.done("loaded");
     let loaded: BTreeMap<String, ConsoleWatch> = loaded.into_iter().collect();
-    if plan.memory {
-        let doms: Vec<String> = loaded.keys().map(|m| ctx.dom(m)).collect();
-        // The guard was taken by libvirt's paused load; resuming through it reports failures.
-        let paused = PauseGuard::adopt(ctx, doms);
-        if let Err(e) = paused.resume().await {
-            errors.push(e);
-        }
-    }
+    errors.extend(resume(ctx, &plan, &loaded).await.err());
     let resumed = started.elapsed();
     phases.done("resumed");
-    let thaws = plan
-        .moves
-        .iter()
-        .filter(|mv| mv.thaw && loaded.contains_key(&mv.machine))
-        .map(|mv| thaw_restored(ctx, &mv.machine));
-    errors.extend(
-        futures_util::future::join_all(thaws)
-            .await
-            .into_iter()
-            .filter_map(|r| r.err()),
-    );
+    errors.extend(thaw(ctx, &plan, &loaded).await);
     phases.done("thawed");
     if let Some(e) = Error::all("restoring the machines", errors) {
         // The pending mark stays: the next command finishes this restore.
@@ -154,7 +104,6 @@ pub async fn restore_built(ctx: &Context, name: &str, undo: Undo) -> Result<()> 
     }
     record(ctx, &mut state, &plan, undo_record).await?;
     phases.done("recorded");
-
     wait(ctx, &plan, &loaded).await?;
     phases.done("ready");
     ctx.ui.info(&format!(
@@ -170,6 +119,73 @@ pub async fn restore_built(ctx: &Context, name: &str, undo: Undo) -> Result<()> 
     ctx.check_cancel(&format!(
         "the restore was finished first; the lab runs on `{name}`"
     ))
+}
+
+/// New disks on the checkpoint's layers, made while the running guests flush the disks they leave (frozen ones
+/// stay frozen: they are powered off next). Returns the `undo` record to keep. Its own undo: on a failure or an
+/// interruption the overlays go, the guests thaw, and the state is put back as it was.
+async fn prepare(ctx: &Context, plan: &Plan, original: &State) -> Result<Option<Record>> {
+    let flush_these: Vec<String> = plan
+        .moves
+        .iter()
+        .filter(|m| m.running && plan.keep_undo && plan.planned_undo.is_none())
+        .map(|m| m.machine.clone())
+        .collect();
+    let (made, (frozen, flushed)) = tokio::join!(
+        make_overlays(ctx, plan),
+        FreezeGuard::flush(ctx, &flush_these)
+    );
+    let stop = match made {
+        Err(e) => Some(e),
+        Ok(()) => ctx.check_cancel("nothing was changed").err(),
+    };
+    if let Some(e) = stop {
+        frozen.thaw().await?;
+        let overlays: Vec<String> = plan.moves.iter().map(|m| m.new_disk.clone()).collect();
+        remove_volumes(ctx, &overlays).await;
+        ctx.save(original)?;
+        return Err(e);
+    }
+    frozen.keep_frozen();
+    Ok(match &plan.planned_undo {
+        Some(u) => u.clone(),
+        None if plan.keep_undo => undo_record(plan, original, &flushed),
+        None => None,
+    })
+}
+
+/// Memory-restored machines resume together: the lab goes on from one instant, as it was saved (a machine woken
+/// before its peers could, say, call an election its cluster did not need).
+async fn resume(
+    ctx: &Context,
+    plan: &Plan,
+    loaded: &BTreeMap<String, ConsoleWatch>,
+) -> Result<()> {
+    if !plan.memory {
+        return Ok(());
+    }
+    // libvirt loaded them paused; resuming through the guard reports failures.
+    PauseGuard::adopt(ctx, loaded.keys().map(|m| ctx.dom(m)).collect())
+        .resume()
+        .await
+}
+
+/// Thaws the guests whose memory state was saved with frozen file systems.
+async fn thaw(
+    ctx: &Context,
+    plan: &Plan,
+    loaded: &BTreeMap<String, ConsoleWatch>,
+) -> Vec<Error> {
+    let thaws = plan
+        .moves
+        .iter()
+        .filter(|mv| mv.thaw && loaded.contains_key(&mv.machine))
+        .map(|mv| thaw_restored(ctx, &mv.machine));
+    futures_util::future::join_all(thaws)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err())
+        .collect()
 }
 
 /// Every check before the first change, and the state's side of it: the old `undo` retired (renamed if something
@@ -272,6 +288,15 @@ async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Resul
     })
 }
 
+impl Plan {
+    fn mv(&self, machine: &str) -> &Move {
+        self.moves
+            .iter()
+            .find(|x| x.machine == machine)
+            .expect("every machine is planned")
+    }
+}
+
 /// Makes room for a new `undo`: the old one's record goes (its volumes are returned, to delete once the restore
 /// is done), unless something is built on it or runs on it: then it is kept under a dated name.
 fn retire_undo(state: &mut State) -> Vec<String> {
@@ -333,8 +358,7 @@ fn undo_record(plan: &Plan, before: &State, flushed: &BTreeMap<String, Flush>) -
 /// Every machine's new overlay, at once. On failure the ones made are deleted by the caller.
 async fn make_overlays(ctx: &Context, plan: &Plan) -> Result<()> {
     for_each_machine(ctx, |m| {
-        let mv = plan.moves.iter().find(|x| x.machine == m).expect("planned");
-        let (p, x) = (ctx.pool(), mv.overlay_xml.clone());
+        let (p, x) = (ctx.pool(), plan.mv(&m).overlay_xml.clone());
         async move {
             let t = Instant::now();
             call(&ctx.hv, move |hv| hv.create_volume(&p, &x)).await?;
@@ -398,7 +422,7 @@ async fn wait(ctx: &Context, plan: &Plan, consoles: &BTreeMap<String, ConsoleWat
     let deadline = Instant::now() + boot_timeout();
     for_each_machine(ctx, |m| async move {
         let t = ctx.target(&m)?;
-        let mv = plan.moves.iter().find(|x| x.machine == m).expect("planned");
+        let mv = plan.mv(&m);
         if plan.memory {
             let agent_wait = Duration::from_secs(if mv.thaw { 10 } else { 1 });
             let (clock, sshd) = tokio::join!(

@@ -35,7 +35,6 @@ pub async fn snapshot(
     if let Err(e) = ctx.check_cancel("nothing was changed") {
         return abandon(ctx, state, e);
     }
-
     let machines: Vec<String> = ctx.lab.machines.iter().map(|m| m.name.clone()).collect();
     let (frozen, flushed) = FreezeGuard::flush(ctx, &machines).await;
     phases.done("flush");
@@ -43,37 +42,23 @@ pub async fn snapshot(
         frozen.thaw().await?;
         return abandon(ctx, state, e);
     }
-
     // From here the snapshot is finished even if interrupted: it takes seconds, and stopping half-way would leave
     // some machines saved and others not.
     let gens = generations(ctx, &state).await?;
-    let paused_at = Instant::now();
-    let paused = PauseGuard::pause(ctx, &machines.iter().map(|m| ctx.dom(m)).collect::<Vec<_>>()).await;
-    let (taken, mut errors) = match &paused {
-        Ok(_) => take(ctx, &gens, disk_only, &flushed).await,
-        Err(_) => (BTreeMap::new(), Vec::new()),
-    };
-    let paused_for = paused_at.elapsed();
-    let resumed = match paused {
-        Ok(p) => p.resume().await,
-        Err(e) => Err(e),
-    };
+    let saved = save(ctx, &gens, disk_only, &flushed).await;
     phases.done("saved");
     // The running guests thaw now; memory states hold their file systems frozen, and a restore thaws them.
     let thawed = frozen.thaw().await;
     phases.done("thawed");
-    errors.extend(resumed.err());
-    errors.extend(thawed.err());
-    if let Some(e) = Error::all("taking the snapshot", errors) {
-        // Nothing is recorded: the memory files written are removed, and the machines run on (those that were
-        // saved on their new overlay, which `generations` reads back from libvirt).
-        let made: Vec<String> = taken.into_values().filter_map(|r| r.memory).collect();
-        remove_volumes(ctx, &made).await;
-        state.pending = None;
-        ctx.save(&state)?;
-        return Err(e);
-    }
-    let machines = taken;
+    let (machines, paused_for) = match (saved, thawed) {
+        (Ok(s), Ok(())) => s,
+        (saved, thawed) => {
+            // Nothing is recorded; the machines run on (those saved on their new overlay, which `generations`
+            // reads back from libvirt). `save` removed the memory files it wrote.
+            let errors = [saved.err(), thawed.err()].into_iter().flatten().collect();
+            return abandon(ctx, state, Error::all("taking the snapshot", errors).expect("an error"));
+        }
+    };
     for (m, (_, next)) in &gens {
         state.active.insert(m.clone(), *next);
     }
@@ -102,6 +87,30 @@ pub async fn snapshot(
         "checkpoint `{name}` was taken first; the machines run on"
     ))?;
     Ok(record)
+}
+
+/// All machines paused, one external snapshot each, all resumed: the records and how long the lab was paused.
+/// Its own undo: if any machine fails, the memory files written are removed (no checkpoint is recorded).
+async fn save(
+    ctx: &Context,
+    gens: &BTreeMap<String, (u64, u64)>,
+    disk_only: bool,
+    flushed: &BTreeMap<String, Flush>,
+) -> Result<(BTreeMap<String, MachineRecord>, std::time::Duration)> {
+    let doms: Vec<String> = ctx.lab.machines.iter().map(|m| ctx.dom(&m.name)).collect();
+    let paused_at = Instant::now();
+    let paused = PauseGuard::pause(ctx, &doms).await?;
+    let (taken, mut errors) = take(ctx, gens, disk_only, flushed).await;
+    let paused_for = paused_at.elapsed();
+    errors.extend(paused.resume().await.err());
+    match Error::all("taking the snapshot", errors) {
+        None => Ok((taken, paused_for)),
+        Some(e) => {
+            let made: Vec<String> = taken.into_values().filter_map(|r| r.memory).collect();
+            remove_volumes(ctx, &made).await;
+            Err(e)
+        }
+    }
 }
 
 /// Everything checked before the first change. Returns the volumes of a checkpoint that `--force` replaces (deleted
