@@ -89,3 +89,215 @@ fn embedded_course_lab_matches_the_course() {
         ]
     );
 }
+
+/// The messages of every problem, in order, as `LINE:COL: message`.
+fn problems(text: &str) -> Vec<String> {
+    let e = load_str(Source::File("lab.toml".into()), text).unwrap_err();
+    e.problems
+        .iter()
+        .map(|p| format!("{}:{}: {}", p.line, p.col, p.message))
+        .collect()
+}
+
+/// The one problem's message and hint.
+fn problem(text: &str) -> (String, String) {
+    let e = load_str(Source::File("lab.toml".into()), text).unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    let p = &e.problems[0];
+    (p.message.clone(), p.hint.clone().unwrap_or_default())
+}
+
+const SEVERAL: &str = r#"name = "t"
+[network]
+subnet = "10.9.0.0/24"
+[defaults]
+memory = 2048
+[[machine]]
+name = "a"
+ip = "10.9.0.0"
+[[machine]]
+name = "a"
+ip = "10.9.0.255"
+disk = "20GB"
+[[machine]]
+name = "c"
+ip = "10.9.0.1"
+image = "nope"
+[[download]]
+name = "d"
+url = "https://example.org/d"
+machines = ["a", "zed"]
+[[checkpoint]]
+name = "one"
+after = "nowhere"
+[[checkpoint.step]]
+script = "steps/missing.sh"
+"#;
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    assert_eq!(
+        problems(SEVERAL),
+        [
+            "5:10: `2048` has no unit",
+            "8:6: 10.9.0.0 is the network address of 10.9.0.0/24",
+            "10:8: machine `a` is defined twice",
+            "11:6: 10.9.0.255 is the broadcast address of 10.9.0.0/24",
+            "12:8: `20GB` uses a decimal unit (GB = 10^9 bytes), which lab does not take",
+            "15:6: 10.9.0.1 is the gateway's address",
+            "16:9: unknown image `nope`",
+            "19:7: no checksum",
+            "20:18: unknown machine `zed`",
+            "23:9: `after` names `nowhere`, which is not `base` or an earlier checkpoint",
+            "25:10: script `steps/missing.sh` cannot be read",
+        ]
+    );
+}
+
+#[test]
+fn the_report_shows_each_line_with_a_caret_and_a_hint() {
+    let report = load(SEVERAL).unwrap_err();
+    assert!(!report.contains('\x1b'), "no colors: {report}");
+    assert!(report.ends_with("\n\n11 errors in lab.toml"), "{report}");
+    insta::assert_snapshot!("several_errors", report);
+}
+
+#[test]
+fn one_problem_has_no_count_line() {
+    let report = load(&with(
+        "[[machine]]\nname = \"a\"\nip = \"10.9.0.5\"\nmemory = \"2GB\"\n",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        report,
+        "lab.toml:7:10: `2GB` uses a decimal unit (GB = 10^9 bytes), which lab does not take\n  \
+         |\n7 | memory = \"2GB\"\n  |          ^^^^^\n  |\n  \
+         = hint: write `2GiB` (1 GiB = 2^30 bytes): sizes use binary units"
+    );
+}
+
+#[test]
+fn sizes_need_a_binary_unit() {
+    let machine = |size: &str| {
+        with(&format!(
+            "[[machine]]\nname = \"a\"\nip = \"10.9.0.5\"\nmemory = {size}\n"
+        ))
+    };
+    assert_eq!(
+        load(&machine("\"2GiB\"")).unwrap().machines[0].memory,
+        2 << 30
+    );
+    assert_eq!(
+        load(&machine("\"1536 MiB\"")).unwrap().machines[0].memory,
+        1536 << 20
+    );
+    assert_eq!(
+        problem(&machine("2048")),
+        (
+            "`2048` has no unit".into(),
+            "write `\"2048MiB\"` or `\"2GiB\"`: sizes need a unit".into()
+        )
+    );
+    assert_eq!(
+        problem(&machine("\"2048\"")),
+        (
+            "`2048` has no unit".into(),
+            "write `2048MiB` or `2GiB`: sizes need a unit".into()
+        )
+    );
+    // Decimal units and bare letters are refused rather than read as binary (or as 10^9, which is rarely meant).
+    assert_eq!(
+        problem(&machine("\"2GB\"")).1,
+        "write `2GiB` (1 GiB = 2^30 bytes): sizes use binary units"
+    );
+    assert_eq!(
+        problem(&machine("\"2G\"")),
+        (
+            "`2G` has an unclear unit: G could mean GB or GiB".into(),
+            "write `2GiB`: sizes use binary units".into()
+        )
+    );
+    assert_eq!(
+        problem(&machine("\"1.5GiB\"")).1,
+        "write `1536MiB`: sizes are whole numbers"
+    );
+    // libvirt counts memory in KiB.
+    assert_eq!(
+        problem(&machine("\"1000000000B\"")),
+        (
+            "memory must be a whole number of KiB".into(),
+            "libvirt counts memory in KiB: write `976562KiB`".into()
+        )
+    );
+    assert_eq!(
+        problem(&machine("true")).0,
+        "invalid type: boolean `true`, expected a size with a unit, like \"2GiB\""
+    );
+}
+
+#[test]
+fn network_broadcast_and_gateway_addresses_are_named() {
+    let at = |ip: &str| with(&format!("[[machine]]\nname = \"a\"\nip = \"{ip}\"\n"));
+    let hint = "machines take the addresses 10.9.0.2 to 10.9.0.254".to_string();
+    assert_eq!(
+        problem(&at("10.9.0.0")),
+        (
+            "10.9.0.0 is the network address of 10.9.0.0/24".into(),
+            hint.clone()
+        )
+    );
+    assert_eq!(
+        problem(&at("10.9.0.255")),
+        (
+            "10.9.0.255 is the broadcast address of 10.9.0.0/24".into(),
+            hint.clone()
+        )
+    );
+    assert_eq!(
+        problem(&at("10.9.0.1")),
+        ("10.9.0.1 is the gateway's address".into(), hint.clone())
+    );
+    assert_eq!(
+        problem(&at("10.10.0.5")),
+        (
+            "10.10.0.5 is outside the lab's subnet 10.9.0.0/24".into(),
+            hint
+        )
+    );
+    let gateway = "name = \"t\"\n[network]\nsubnet = \"10.9.0.0/24\"\ngateway = \"10.9.0.255\"\n[[machine]]\nname = \"a\"\nip = \"10.9.0.5\"\n";
+    assert_eq!(
+        problem(gateway).0,
+        "gateway 10.9.0.255 is the broadcast address of 10.9.0.0/24"
+    );
+}
+
+#[test]
+fn duplicate_keys_and_tables_are_named() {
+    let key = with(
+        "[[machine]]\nname = \"a\"\nip = \"10.9.0.5\"\nmemory = \"1GiB\"\nmemory = \"2GiB\"\n",
+    );
+    assert!(
+        load(&key)
+            .unwrap_err()
+            .starts_with("lab.toml:8:1: key `memory` is defined twice\n"),
+        "{}",
+        load(&key).unwrap_err()
+    );
+    let table = with("[network]\nmode = \"nat\"\n");
+    assert_eq!(problem(&table).0, "table `[network]` is defined twice");
+}
+
+#[test]
+fn errors_in_the_embedded_lab_name_it() {
+    let e = load_str(
+        Source::Embedded,
+        &with("[[machine]]\nname = \"a\"\nip = \"10.9.0.0\"\n"),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "<embedded course lab>:6:6: 10.9.0.0 is the network address of 10.9.0.0/24\n"
+        ),
+        "{e}"
+    );
+}

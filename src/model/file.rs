@@ -39,8 +39,8 @@ pub struct NetworkFile {
 pub struct DefaultsFile {
     pub image: Option<Spanned<String>>,
     pub cpus: Option<Spanned<u32>>,
-    pub memory: Option<Spanned<String>>,
-    pub disk: Option<Spanned<String>>,
+    pub memory: Option<Spanned<SizeValue>>,
+    pub disk: Option<Spanned<SizeValue>>,
     pub user: Option<Spanned<String>>,
 }
 
@@ -51,8 +51,8 @@ pub struct MachineFile {
     pub ip: Spanned<String>,
     pub image: Option<Spanned<String>>,
     pub cpus: Option<Spanned<u32>>,
-    pub memory: Option<Spanned<String>>,
-    pub disk: Option<Spanned<String>>,
+    pub memory: Option<Spanned<SizeValue>>,
+    pub disk: Option<Spanned<SizeValue>>,
     pub user: Option<Spanned<String>>,
 }
 
@@ -79,7 +79,7 @@ pub struct DownloadFile {
     pub checksum_url: Option<Spanned<String>>,
     #[serde(default)]
     pub insecure_no_checksum: bool,
-    pub machines: Option<Spanned<Vec<String>>>,
+    pub machines: Option<Spanned<Vec<Spanned<String>>>>,
     pub dest: Option<Spanned<String>>,
     #[serde(rename = "as")]
     pub as_name: Option<Spanned<String>>,
@@ -106,7 +106,7 @@ pub struct CheckpointFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepFile {
-    pub machines: Option<Spanned<Vec<String>>>,
+    pub machines: Option<Spanned<Vec<Spanned<String>>>>,
     pub script: Option<Spanned<String>>,
     pub run: Option<Spanned<String>>,
     #[serde(default)]
@@ -127,6 +127,36 @@ pub struct CopyFile {
 #[serde(deny_unknown_fields)]
 pub struct CheckFile {
     pub name: Option<String>,
-    pub machines: Option<Spanned<Vec<String>>>,
+    pub machines: Option<Spanned<Vec<Spanned<String>>>>,
     pub run: Spanned<String>,
+}
+
+/// A size as written: a string like `"2GiB"`, or a bare TOML number (`memory = 2048`), which validation refuses
+/// with a hint about units rather than the parser's "expected a string".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SizeValue {
+    Text(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size with a unit, like \"2GiB\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }

@@ -5,8 +5,8 @@ mod file;
 mod size;
 mod validate;
 
-pub use size::{format_size, parse_size};
-pub use validate::{is_checkpoint_name, load, load_str, LabFileError};
+pub use size::{format_size, parse_size, SizeError};
+pub use validate::{is_checkpoint_name, load, load_str, LabFileError, Problem};
 
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;

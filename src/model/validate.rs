@@ -1,41 +1,115 @@
 //! Turning a lab file into a [`Lab`]: parse, resolve defaults, check every rule once. Every error names the file,
-//! line and column of the offending value.
+//! line and column of the offending value, and validation goes on past an error, so one run reports them all.
+//! Only the TOML parser stops at its first error (a syntax error, an unknown key, a value of the wrong type).
 
 use super::file::*;
+use super::size::no_unit_hint;
 use super::*;
+use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
 use serde_spanned::Spanned;
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Range;
 use std::path::Path;
 
-/// A lab file that cannot be used. Displayed as `FILE:LINE:COL: message`.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{col}: {message}")]
+/// A lab file that cannot be used, with every problem found in it.
+///
+/// Displayed as one block per problem: `FILE:LINE:COL: message`, the source line with a caret under the
+/// offending text, and a `hint:` where there is one; then `N errors in FILE` when there are several. No colors.
+#[derive(Debug)]
 pub struct LabFileError {
+    /// A path, or `<embedded course lab>`.
     pub file: String,
+    /// In file order; never empty.
+    pub problems: Vec<Problem>,
+    /// The file's text, for the source lines (empty when the file could not be read).
+    text: String,
+}
+
+/// One mistake in a lab file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Problem {
     pub line: usize,
     pub col: usize,
     pub message: String,
+    pub hint: Option<String>,
+    /// The offending text, as a byte range of the file.
+    span: Option<Range<usize>>,
+}
+
+impl Problem {
+    fn new(text: &str, span: Option<Range<usize>>, message: String, hint: Option<String>) -> Self {
+        let (line, col) = span.as_ref().map_or((1, 1), |s| line_col(text, s.start));
+        Problem {
+            line,
+            col,
+            message,
+            hint,
+            span,
+        }
+    }
 }
 
 impl LabFileError {
-    fn at(
-        source: &Source,
-        text: &str,
-        span: Option<Range<usize>>,
-        message: impl Into<String>,
-    ) -> Self {
-        let (line, col) = match span {
-            Some(s) => line_col(text, s.start),
-            None => (1, 1),
-        };
+    /// Problems in file order, each reported once.
+    fn new(source: &Source, text: &str, problems: Vec<Problem>) -> Self {
+        let mut seen = HashSet::new();
+        let mut problems: Vec<Problem> = problems
+            .into_iter()
+            .filter(|p| seen.insert(p.clone()))
+            .collect();
+        problems.sort_by_key(|p| (p.line, p.col));
         LabFileError {
             file: source.to_string(),
-            line,
-            col,
-            message: message.into(),
+            problems,
+            text: text.to_string(),
         }
+    }
+
+    /// A file that failed as a whole: it cannot be read, or the TOML parser stopped.
+    fn one(source: &Source, text: &str, span: Option<Range<usize>>, message: String) -> Self {
+        LabFileError::new(source, text, vec![Problem::new(text, span, message, None)])
+    }
+}
+
+impl std::error::Error for LabFileError {}
+
+impl std::fmt::Display for LabFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let renderer = Renderer::plain();
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n\n")?;
+            }
+            let title = format!("{}:{}:{}: {}", self.file, p.line, p.col, p.message);
+            let hint = p
+                .hint
+                .as_deref()
+                .map(|h| Level::HELP.with_name(Some("hint")).message(h));
+            match &p.span {
+                Some(span) if span.end <= self.text.len() => {
+                    let snippet = Snippet::source(self.text.as_str())
+                        .annotation(AnnotationKind::Primary.span(span.clone()));
+                    let group = Level::ERROR
+                        .no_name()
+                        .primary_title(title)
+                        .element(snippet)
+                        .elements(hint);
+                    f.write_str(&renderer.render(&[group]))?;
+                }
+                _ => {
+                    f.write_str(&title)?;
+                    if let Some(h) = &p.hint {
+                        write!(f, "\n  = hint: {h}")?;
+                    }
+                }
+            }
+        }
+        if self.problems.len() > 1 {
+            write!(f, "\n\n{} errors in {}", self.problems.len(), self.file)?;
+        }
+        Ok(())
     }
 }
 
@@ -44,6 +118,29 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
     (line, col)
+}
+
+/// The TOML parser's error. Its "duplicate key" names no key: the key is read from the file at the span.
+fn parse_error(source: &Source, text: &str, e: &toml::de::Error) -> LabFileError {
+    let message = e.message().trim();
+    let message = match e.span() {
+        Some(span) if message == "duplicate key" => duplicate(text, span).unwrap_or(message.into()),
+        _ => message.to_string(),
+    };
+    LabFileError::one(source, text, e.span(), message)
+}
+
+/// `key `memory` is defined twice`, or `table `[network]` is defined twice` for a repeated table header.
+fn duplicate(text: &str, span: Range<usize>) -> Option<String> {
+    let key = text.get(span.clone())?.trim();
+    let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?.trim();
+    if line.starts_with('[') {
+        let header = line.split_once('#').map_or(line, |(h, _)| h).trim();
+        Some(format!("table `{header}` is defined twice"))
+    } else {
+        Some(format!("key `{key}` is defined twice"))
+    }
 }
 
 const DEFAULT_IMAGE: &str = "ubuntu-24.04";
@@ -73,11 +170,13 @@ pub fn load(path: Option<&Path>) -> Result<Lab, LabFileError> {
 }
 
 fn read(p: &Path) -> Result<String, LabFileError> {
-    fs_err::read_to_string(p).map_err(|e| LabFileError {
-        file: p.display().to_string(),
-        line: 1,
-        col: 1,
-        message: format!("cannot read the lab file: {}", io_cause(&e)),
+    fs_err::read_to_string(p).map_err(|e| {
+        LabFileError::one(
+            &Source::File(p.to_path_buf()),
+            "",
+            None,
+            format!("cannot read the lab file: {}", io_cause(&e)),
+        )
     })
 }
 
@@ -91,56 +190,109 @@ fn io_cause(e: &std::io::Error) -> String {
 
 /// Parses and validates lab file text that came from `source`.
 pub fn load_str(source: Source, text: &str) -> Result<Lab, LabFileError> {
-    let raw: LabFile = toml::from_str(text)
-        .map_err(|e| LabFileError::at(&source, text, e.span(), e.message().trim().to_string()))?;
-    Validator {
-        source: &source,
-        text,
-    }
-    .lab(raw)
+    let raw: LabFile = toml::from_str(text).map_err(|e| parse_error(&source, text, &e))?;
+    Validator::new(&source, text).lab(&raw)
 }
 
+/// The embedded image catalog, for `arch`. Its files are part of the build, so a problem there is lab's own.
+fn catalog(arch: Arch) -> Result<BTreeMap<String, Image>, LabFileError> {
+    let mut images = BTreeMap::new();
+    for f in IMAGE_CATALOG.files() {
+        let text = f.contents_utf8().expect("catalog files are UTF-8");
+        let src = Source::File(Path::new("images").join(f.path()));
+        let raw: ImageFile = toml::from_str(text).map_err(|e| parse_error(&src, text, &e))?;
+        let v = Validator::new(&src, text);
+        let img = v.image(&raw, arch);
+        let img = v.finish(img)?;
+        images.insert(img.name.clone(), img);
+    }
+    Ok(images)
+}
+
+/// A problem was found and recorded; the value it concerns is unusable.
+struct Reported;
+
+/// A checked value, or [`Reported`] when its problems are recorded.
+type Checked<T> = Result<T, Reported>;
+
+/// Every item checked (each records its own problems), then all of them, or [`Reported`] if any failed.
+fn all<T>(items: impl IntoIterator<Item = Checked<T>>) -> Checked<Vec<T>> {
+    let items: Vec<Checked<T>> = items.into_iter().collect();
+    items.into_iter().collect()
+}
+
+/// Checks a lab file, recording every problem and going on with the next value.
 struct Validator<'a> {
     source: &'a Source,
     text: &'a str,
+    problems: RefCell<Vec<Problem>>,
 }
 
-impl Validator<'_> {
-    fn err<T>(&self, span: Range<usize>, message: impl Into<String>) -> Result<T, LabFileError> {
-        Err(LabFileError::at(
-            self.source,
-            self.text,
-            Some(span),
-            message,
-        ))
+impl<'a> Validator<'a> {
+    fn new(source: &'a Source, text: &'a str) -> Self {
+        Validator {
+            source,
+            text,
+            problems: RefCell::default(),
+        }
     }
 
-    fn lab(&self, raw: LabFile) -> Result<Lab, LabFileError> {
-        let name = self.lab_name(&raw.name)?;
-        let network = self.network(&raw.network)?;
-        let arch = match &raw.arch {
-            None => Arch::host(),
-            Some(a) => match a.get_ref().as_str() {
-                "amd64" => Arch::Amd64,
-                "arm64" => Arch::Arm64,
-                other => {
-                    return self.err(a.span(), format!("unknown arch `{other}` (amd64 or arm64)"))
-                }
-            },
-        };
-        let mirror = match &raw.mirror {
-            None => None,
-            Some(m) => Some(self.url(m)?.trim_end_matches('/').to_string()),
-        };
-        let images = self.images(&raw.images, arch)?;
-        let machines = self.machines(&raw, &network, &images)?;
-        let machine_names: Vec<String> = machines.iter().map(|m| m.name.clone()).collect();
-        let downloads = self.downloads(&raw.downloads, arch, &machine_names)?;
-        let checkpoints = self.checkpoints(&raw.checkpoints, &machine_names)?;
-        Ok(Lab {
+    fn report<T>(&self, span: Range<usize>, message: impl Into<String>) -> Checked<T> {
+        self.report_hint(span, message, None)
+    }
+
+    fn report_hint<T>(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: impl Into<Option<String>>,
+    ) -> Checked<T> {
+        self.problems.borrow_mut().push(Problem::new(
+            self.text,
+            Some(span),
+            message.into(),
+            hint.into(),
+        ));
+        Err(Reported)
+    }
+
+    /// The value, or every problem recorded.
+    fn finish<T>(&self, value: Checked<T>) -> Result<T, LabFileError> {
+        let problems = self.problems.take();
+        match value {
+            Ok(v) if problems.is_empty() => Ok(v),
+            _ => Err(LabFileError::new(self.source, self.text, problems)),
+        }
+    }
+
+    fn lab(&self, raw: &LabFile) -> Result<Lab, LabFileError> {
+        let arch = self.arch(raw.arch.as_ref());
+        // Values that depend on the arch are checked with the host's when the file's is unusable.
+        let some_arch = *arch.as_ref().unwrap_or(&Arch::host());
+        let catalog = catalog(some_arch)?;
+        let name = self.lab_name(&raw.name);
+        let network = self.network(&raw.network);
+        let mirror = raw
+            .mirror
+            .as_ref()
+            .map(|m| self.url(m).map(|u| u.trim_end_matches('/').to_string()))
+            .transpose();
+        let images = self.images(catalog, &raw.images, some_arch);
+        // References to machines are checked against the names as written, valid or not, so that one bad
+        // machine is reported once, not again at every list that names it.
+        let mut machine_names: Vec<String> = Vec::new();
+        for m in &raw.machines {
+            if !machine_names.contains(m.name.get_ref()) {
+                machine_names.push(m.name.get_ref().clone());
+            }
+        }
+        let machines = all(self.machines(raw, network.as_ref().ok(), &images));
+        let downloads = all(self.downloads(&raw.downloads, some_arch, &machine_names));
+        let checkpoints = all(self.checkpoints(&raw.checkpoints, &machine_names));
+        let images =
+            all(images.into_iter().map(|(k, v)| v.map(|v| (k, v)))).map(BTreeMap::from_iter);
+        let lab = match (
             name,
-            source: self.source.clone(),
-            file_digest: hex::encode(Sha256::digest(self.text.as_bytes())),
             network,
             arch,
             mirror,
@@ -148,17 +300,52 @@ impl Validator<'_> {
             images,
             downloads,
             checkpoints,
-        })
+        ) {
+            (
+                Ok(name),
+                Ok(network),
+                Ok(arch),
+                Ok(mirror),
+                Ok(machines),
+                Ok(images),
+                Ok(downloads),
+                Ok(checkpoints),
+            ) => Ok(Lab {
+                name,
+                source: self.source.clone(),
+                file_digest: hex::encode(Sha256::digest(self.text.as_bytes())),
+                network,
+                arch,
+                mirror,
+                machines,
+                images,
+                downloads,
+                checkpoints,
+            }),
+            _ => Err(Reported),
+        };
+        self.finish(lab)
     }
 
-    fn lab_name(&self, n: &Spanned<String>) -> Result<String, LabFileError> {
+    fn arch(&self, a: Option<&Spanned<String>>) -> Checked<Arch> {
+        match a.map(|a| (a.get_ref().as_str(), a.span())) {
+            None => Ok(Arch::host()),
+            Some(("amd64", _)) => Ok(Arch::Amd64),
+            Some(("arm64", _)) => Ok(Arch::Arm64),
+            Some((other, span)) => {
+                self.report(span, format!("unknown arch `{other}` (amd64 or arm64)"))
+            }
+        }
+    }
+
+    fn lab_name(&self, n: &Spanned<String>) -> Checked<String> {
         let s = n.get_ref();
         let ok = s.len() <= 32
             && s.starts_with(|c: char| c.is_ascii_lowercase())
             && s.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !ok {
-            return self.err(
+            return self.report(
                 n.span(),
                 format!("lab name `{s}` must match [a-z][a-z0-9-]{{0,31}}"),
             );
@@ -166,79 +353,90 @@ impl Validator<'_> {
         Ok(s.clone())
     }
 
-    fn network(&self, n: &NetworkFile) -> Result<Network, LabFileError> {
-        let subnet: Ipv4Net = match n.subnet.get_ref().parse() {
-            Ok(s) => s,
-            Err(_) => {
-                return self.err(
-                    n.subnet.span(),
-                    format!(
-                        "`{}` is not an IPv4 subnet like 172.16.0.0/24",
-                        n.subnet.get_ref()
-                    ),
-                )
-            }
+    fn network(&self, n: &NetworkFile) -> Checked<Network> {
+        let subnet = self.subnet(&n.subnet);
+        let gateway = match (&subnet, &n.gateway) {
+            (Ok(subnet), None) => Ok(hosts(*subnet).0),
+            (Ok(subnet), Some(g)) => self
+                .ip(g)
+                .and_then(|ip| match address_problem(ip, *subnet) {
+                    None => Ok(ip),
+                    Some(problem) => {
+                        let (first, last) = hosts(*subnet);
+                        self.report_hint(
+                            g.span(),
+                            format!("gateway {problem}"),
+                            format!("the gateway is a host address of {subnet}, {first} to {last}"),
+                        )
+                    }
+                }),
+            // Still say whether it is an address at all.
+            (Err(_), Some(g)) => self.ip(g),
+            (Err(_), None) => Err(Reported),
+        };
+        let mode = match n.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            None | Some(("nat", _)) => Ok(NetworkMode::Nat),
+            Some(("isolated", _)) => Ok(NetworkMode::Isolated),
+            Some((other, span)) => self.report(
+                span,
+                format!("unknown network mode `{other}` (nat or isolated)"),
+            ),
+        };
+        Ok(Network {
+            subnet: subnet?,
+            gateway: gateway?,
+            mode: mode?,
+        })
+    }
+
+    fn subnet(&self, s: &Spanned<String>) -> Checked<Ipv4Net> {
+        let Ok(subnet) = s.get_ref().parse::<Ipv4Net>() else {
+            return self.report(
+                s.span(),
+                format!("`{}` is not an IPv4 subnet like 172.16.0.0/24", s.get_ref()),
+            );
         };
         if subnet.network() != subnet.addr() {
-            return self.err(
-                n.subnet.span(),
+            return self.report(
+                s.span(),
                 format!(
                     "`{}` has host bits set; did you mean {}?",
-                    n.subnet.get_ref(),
+                    s.get_ref(),
                     subnet.trunc()
                 ),
             );
         }
         if subnet.prefix_len() > 29 || subnet.prefix_len() < 8 {
-            return self.err(
-                n.subnet.span(),
-                "the subnet's prefix must be between /8 and /29",
-            );
+            return self.report(s.span(), "the subnet's prefix must be between /8 and /29");
         }
-        let gateway = match &n.gateway {
-            None => subnet.hosts().next().expect("a /29 or larger has hosts"),
-            Some(g) => {
-                let ip = self.ip(g)?;
-                if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
-                    return self.err(
-                        g.span(),
-                        format!("gateway {ip} is not a host address of {subnet}"),
-                    );
-                }
-                ip
-            }
-        };
-        let mode = match n.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
-            None | Some(("nat", _)) => NetworkMode::Nat,
-            Some(("isolated", _)) => NetworkMode::Isolated,
-            Some((other, span)) => {
-                return self.err(
-                    span,
-                    format!("unknown network mode `{other}` (nat or isolated)"),
-                )
-            }
-        };
-        Ok(Network {
-            subnet,
-            gateway,
-            mode,
-        })
+        Ok(subnet)
     }
 
-    fn ip(&self, s: &Spanned<String>) -> Result<Ipv4Addr, LabFileError> {
+    fn ip(&self, s: &Spanned<String>) -> Checked<Ipv4Addr> {
         s.get_ref().parse().or_else(|_| {
-            self.err(
+            self.report(
                 s.span(),
                 format!("`{}` is not an IPv4 address", s.get_ref()),
             )
         })
     }
 
-    fn size(&self, s: &Spanned<String>) -> Result<u64, LabFileError> {
-        parse_size(s.get_ref()).or_else(|m| self.err(s.span(), m))
+    fn size(&self, s: &Spanned<SizeValue>) -> Checked<u64> {
+        match s.get_ref() {
+            SizeValue::Text(t) => {
+                parse_size(t).or_else(|e| self.report_hint(s.span(), e.message, e.hint))
+            }
+            SizeValue::Number(n) => {
+                let hint = u64::try_from(*n)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(|n| no_unit_hint(n, true));
+                self.report_hint(s.span(), format!("`{n}` has no unit"), hint)
+            }
+        }
     }
 
-    fn url(&self, s: &Spanned<String>) -> Result<String, LabFileError> {
+    fn url(&self, s: &Spanned<String>) -> Checked<String> {
         let u = s.get_ref();
         if ["http://", "https://", "file://"]
             .iter()
@@ -246,75 +444,67 @@ impl Validator<'_> {
         {
             Ok(u.clone())
         } else {
-            self.err(
+            self.report(
                 s.span(),
                 format!("`{u}` is not an http(s):// or file:// URL"),
             )
         }
     }
 
-    fn sha256(&self, s: &Spanned<String>) -> Result<String, LabFileError> {
+    fn sha256(&self, s: &Spanned<String>) -> Checked<String> {
         let h = s.get_ref().trim().to_ascii_lowercase();
         if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) {
             Ok(h)
         } else {
-            self.err(s.span(), "sha256 must be 64 hexadecimal characters")
+            self.report(s.span(), "sha256 must be 64 hexadecimal characters")
         }
     }
 
+    /// The catalog, then the file's `[[image]]` tables (which may replace catalog images).
     fn images(
         &self,
+        catalog: BTreeMap<String, Image>,
         raw: &[ImageFile],
         arch: Arch,
-    ) -> Result<BTreeMap<String, Image>, LabFileError> {
-        let mut images = BTreeMap::new();
-        for f in IMAGE_CATALOG.files() {
-            let text = f.contents_utf8().expect("catalog files are UTF-8");
-            let src = Source::File(Path::new("images").join(f.path()));
-            let raw: ImageFile = toml::from_str(text)
-                .map_err(|e| LabFileError::at(&src, text, e.span(), e.message().trim()))?;
-            let v = Validator { source: &src, text };
-            let img = v.image(&raw, arch)?;
-            images.insert(img.name.clone(), img);
-        }
+    ) -> BTreeMap<String, Checked<Image>> {
+        let mut images: BTreeMap<String, Checked<Image>> =
+            catalog.into_iter().map(|(k, v)| (k, Ok(v))).collect();
         let mut seen = HashSet::new();
         for r in raw {
-            if !seen.insert(r.name.get_ref().clone()) {
-                return self.err(
-                    r.name.span(),
-                    format!("image `{}` is defined twice", r.name.get_ref()),
-                );
+            let name = r.name.get_ref();
+            let img = self.image(r, arch);
+            if !seen.insert(name.clone()) {
+                let _: Checked<()> =
+                    self.report(r.name.span(), format!("image `{name}` is defined twice"));
+                continue;
             }
-            let img = self.image(r, arch)?;
-            images.insert(img.name.clone(), img);
+            images.insert(name.clone(), img);
         }
-        Ok(images)
+        images
     }
 
-    fn image(&self, r: &ImageFile, arch: Arch) -> Result<Image, LabFileError> {
-        let url = self.url(&r.url)?.replace("{arch}", arch.as_str());
+    fn image(&self, r: &ImageFile, arch: Arch) -> Checked<Image> {
+        let url = self.url(&r.url);
         let checksum = self.checksum(
             &r.url,
             r.sha256.as_ref(),
             r.checksum_url.as_ref(),
             false,
             &|u| u.replace("{arch}", arch.as_str()),
-        )?;
+        );
         let format = match r.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
-            None | Some(("qcow2", _)) => ImageFormat::Qcow2,
-            Some(("raw", _)) => ImageFormat::Raw,
-            Some((other, span)) => {
-                return self.err(
-                    span,
-                    format!("unknown image format `{other}` (qcow2 or raw)"),
-                )
-            }
+            None | Some(("qcow2", _)) => Ok(ImageFormat::Qcow2),
+            Some(("raw", _)) => Ok(ImageFormat::Raw),
+            Some((other, span)) => self.report(
+                span,
+                format!("unknown image format `{other}` (qcow2 or raw)"),
+            ),
         };
         Ok(Image {
             name: r.name.get_ref().clone(),
-            url,
-            checksum,
-            format,
+            url: url?.replace("{arch}", arch.as_str()),
+            checksum: checksum?,
+            format: format?,
         })
     }
 
@@ -326,21 +516,24 @@ impl Validator<'_> {
         checksum_url: Option<&Spanned<String>>,
         insecure: bool,
         expand: &dyn Fn(&str) -> String,
-    ) -> Result<Checksum, LabFileError> {
-        let c = match (sha256, checksum_url) {
-            (Some(_), Some(c)) => return self.err(c.span(), "give either sha256 or checksum_url, not both"),
-            (Some(s), None) => Checksum::Sha256(self.sha256(s)?),
-            (None, Some(c)) => Checksum::Url(expand(&self.url(c)?)),
-            (None, None) if insecure => Checksum::None,
-            (None, None) => {
-                return self.err(
+    ) -> Checked<Checksum> {
+        let c =
+            match (sha256, checksum_url) {
+                (Some(_), Some(c)) => {
+                    return self.report(c.span(), "give either sha256 or checksum_url, not both")
+                }
+                (Some(s), None) => Checksum::Sha256(self.sha256(s)?),
+                (None, Some(c)) => Checksum::Url(expand(&self.url(c)?)),
+                (None, None) if insecure => Checksum::None,
+                (None, None) => return self.report_hint(
                     url.span(),
-                    "no checksum: add sha256 = \"…\" or checksum_url = \"…\" (or insecure_no_checksum = true)",
-                )
-            }
-        };
+                    "no checksum",
+                    "add sha256 = \"…\" or checksum_url = \"…\" (or insecure_no_checksum = true)"
+                        .to_string(),
+                ),
+            };
         if url.get_ref().starts_with("http://") && !matches!(c, Checksum::Sha256(_)) {
-            return self.err(url.span(), "a plain http:// URL needs a pinned sha256");
+            return self.report(url.span(), "a plain http:// URL needs a pinned sha256");
         }
         Ok(c)
     }
@@ -348,153 +541,227 @@ impl Validator<'_> {
     fn machines(
         &self,
         raw: &LabFile,
-        network: &Network,
-        images: &BTreeMap<String, Image>,
-    ) -> Result<Vec<Machine>, LabFileError> {
+        network: Option<&Network>,
+        images: &BTreeMap<String, Checked<Image>>,
+    ) -> Vec<Checked<Machine>> {
         if raw.machines.is_empty() {
-            return self.err(raw.name.span(), "the lab has no [[machine]]");
+            let _: Checked<()> = self.report(raw.name.span(), "the lab has no [[machine]]");
         }
+        // Defaults are checked even where every machine sets its own value; a problem found again through a
+        // machine is reported once.
         let d = &raw.defaults;
+        let _ = (
+            d.image
+                .as_ref()
+                .map(|i| self.known_image(i.get_ref(), i.span(), images)),
+            self.cpus(d.cpus.as_ref()),
+            self.memory(d.memory.as_ref()),
+            self.disk(d.disk.as_ref()),
+            self.user(d.user.as_ref()),
+        );
         let mut names = HashSet::new();
         let mut ips = HashSet::new();
-        let mut out = Vec::new();
-        for m in &raw.machines {
-            let name = m.name.get_ref();
-            if !is_dns_label(name) {
-                return self.err(
-                    m.name.span(),
-                    format!(
-                        "machine name `{name}` is not a DNS label ([a-z0-9-], 1-63 characters)"
-                    ),
-                );
-            }
-            if !names.insert(name.clone()) {
-                return self.err(m.name.span(), format!("machine `{name}` is defined twice"));
-            }
-            let ip = self.ip(&m.ip)?;
-            if !network.subnet.contains(&ip)
-                || ip == network.subnet.network()
-                || ip == network.subnet.broadcast()
-            {
-                return self.err(
-                    m.ip.span(),
-                    format!("{ip} is outside the lab's subnet {}", network.subnet),
-                );
-            }
-            if ip == network.gateway {
-                return self.err(m.ip.span(), format!("{ip} is the gateway's address"));
-            }
-            if !ips.insert(ip) {
-                return self.err(m.ip.span(), format!("address {ip} is used by two machines"));
-            }
-            let image = m.image.as_ref().or(d.image.as_ref());
-            let image_name = image
-                .map(|i| i.get_ref().clone())
-                .unwrap_or_else(|| DEFAULT_IMAGE.into());
-            if !images.contains_key(&image_name) {
-                let known: Vec<_> = images.keys().cloned().collect();
-                let span = image.map(|i| i.span()).unwrap_or(m.name.span());
-                return self.err(
-                    span,
-                    format!("unknown image `{image_name}` (known: {})", known.join(", ")),
-                );
-            }
-            let cpus = match m.cpus.as_ref().or(d.cpus.as_ref()) {
-                None => DEFAULT_CPUS,
-                Some(c) if *c.get_ref() == 0 || *c.get_ref() > 64 => {
-                    return self.err(c.span(), "cpus must be between 1 and 64")
-                }
-                Some(c) => *c.get_ref(),
-            };
-            let memory = match m.memory.as_ref().or(d.memory.as_ref()) {
-                None => DEFAULT_MEMORY,
-                Some(s) => {
-                    let v = self.size(s)?;
-                    if v < 128 << 20 {
-                        return self.err(s.span(), "memory must be at least 128MiB");
-                    }
-                    v
-                }
-            };
-            let disk = match m.disk.as_ref().or(d.disk.as_ref()) {
-                None => DEFAULT_DISK,
-                Some(s) => {
-                    let v = self.size(s)?;
-                    if v < 1 << 30 {
-                        return self.err(s.span(), "disk must be at least 1GiB");
-                    }
-                    v
-                }
-            };
-            let user = match m.user.as_ref().or(d.user.as_ref()) {
-                None => DEFAULT_USER.to_string(),
-                Some(u) => {
-                    let s = u.get_ref();
-                    let ok = !s.is_empty()
-                        && s.len() <= 32
-                        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                        && s.chars().all(|c| {
-                            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
-                        });
-                    if !ok || s == "root" {
-                        return self.err(u.span(), format!("`{s}` is not a usable login name"));
-                    }
-                    s.clone()
-                }
-            };
-            out.push(Machine {
-                name: name.clone(),
-                ip,
-                cpus,
-                memory,
-                disk,
-                image: image_name,
-                user,
-            });
+        raw.machines
+            .iter()
+            .map(|m| self.machine(m, d, network, images, &mut names, &mut ips))
+            .collect()
+    }
+
+    fn machine(
+        &self,
+        m: &MachineFile,
+        d: &DefaultsFile,
+        network: Option<&Network>,
+        images: &BTreeMap<String, Checked<Image>>,
+        names: &mut HashSet<String>,
+        ips: &mut HashSet<Ipv4Addr>,
+    ) -> Checked<Machine> {
+        let name = self.machine_name(&m.name, names);
+        let ip = self.machine_ip(&m.ip, network, ips);
+        let image = match m.image.as_ref().or(d.image.as_ref()) {
+            Some(i) => self.known_image(i.get_ref(), i.span(), images),
+            None => self.known_image(DEFAULT_IMAGE, m.name.span(), images),
+        };
+        let cpus = self.cpus(m.cpus.as_ref().or(d.cpus.as_ref()));
+        let memory = self.memory(m.memory.as_ref().or(d.memory.as_ref()));
+        let disk = self.disk(m.disk.as_ref().or(d.disk.as_ref()));
+        let user = self.user(m.user.as_ref().or(d.user.as_ref()));
+        Ok(Machine {
+            name: name?,
+            ip: ip?,
+            cpus: cpus?,
+            memory: memory?,
+            disk: disk?,
+            image: image?,
+            user: user?,
+        })
+    }
+
+    fn machine_name(&self, n: &Spanned<String>, names: &mut HashSet<String>) -> Checked<String> {
+        let name = n.get_ref();
+        if !is_dns_label(name) {
+            return self.report(
+                n.span(),
+                format!("machine name `{name}` is not a DNS label ([a-z0-9-], 1-63 characters)"),
+            );
         }
-        Ok(out)
+        if !names.insert(name.clone()) {
+            return self.report(n.span(), format!("machine `{name}` is defined twice"));
+        }
+        Ok(name.clone())
+    }
+
+    /// A host address of the subnet, not the gateway's, and not another machine's.
+    fn machine_ip(
+        &self,
+        s: &Spanned<String>,
+        network: Option<&Network>,
+        ips: &mut HashSet<Ipv4Addr>,
+    ) -> Checked<Ipv4Addr> {
+        let ip = self.ip(s)?;
+        if let Some(n) = network {
+            let (first, last) = hosts(n.subnet);
+            let hint = if n.gateway == first {
+                format!(
+                    "machines take the addresses {} to {last}",
+                    Ipv4Addr::from(u32::from(first) + 1)
+                )
+            } else {
+                format!(
+                    "machines take the addresses {first} to {last}, except the gateway {}",
+                    n.gateway
+                )
+            };
+            if let Some(problem) = address_problem(ip, n.subnet) {
+                return self.report_hint(s.span(), problem, hint);
+            }
+            if ip == n.gateway {
+                return self.report_hint(s.span(), format!("{ip} is the gateway's address"), hint);
+            }
+        }
+        if !ips.insert(ip) {
+            return self.report(s.span(), format!("address {ip} is used by two machines"));
+        }
+        Ok(ip)
+    }
+
+    fn known_image(
+        &self,
+        name: &str,
+        span: Range<usize>,
+        images: &BTreeMap<String, Checked<Image>>,
+    ) -> Checked<String> {
+        match images.get(name) {
+            Some(Ok(_)) => Ok(name.to_string()),
+            // Its own problems are reported where it is defined.
+            Some(Err(Reported)) => Err(Reported),
+            None => {
+                let known: Vec<&str> = images.keys().map(String::as_str).collect();
+                self.report_hint(
+                    span,
+                    format!("unknown image `{name}`"),
+                    format!("known images: {}", known.join(", ")),
+                )
+            }
+        }
+    }
+
+    fn cpus(&self, c: Option<&Spanned<u32>>) -> Checked<u32> {
+        match c {
+            None => Ok(DEFAULT_CPUS),
+            Some(c) if *c.get_ref() == 0 || *c.get_ref() > 64 => {
+                self.report(c.span(), "cpus must be between 1 and 64")
+            }
+            Some(c) => Ok(*c.get_ref()),
+        }
+    }
+
+    /// At least 128MiB, and a whole number of KiB (libvirt's unit).
+    fn memory(&self, s: Option<&Spanned<SizeValue>>) -> Checked<u64> {
+        let Some(s) = s else {
+            return Ok(DEFAULT_MEMORY);
+        };
+        let v = self.size(s)?;
+        if v < 128 << 20 {
+            return self.report(s.span(), "memory must be at least 128MiB");
+        }
+        if !v.is_multiple_of(1024) {
+            return self.report_hint(
+                s.span(),
+                "memory must be a whole number of KiB",
+                format!("libvirt counts memory in KiB: write `{}KiB`", v / 1024),
+            );
+        }
+        Ok(v)
+    }
+
+    fn disk(&self, s: Option<&Spanned<SizeValue>>) -> Checked<u64> {
+        let Some(s) = s else {
+            return Ok(DEFAULT_DISK);
+        };
+        let v = self.size(s)?;
+        if v < 1 << 30 {
+            return self.report(s.span(), "disk must be at least 1GiB");
+        }
+        Ok(v)
+    }
+
+    fn user(&self, u: Option<&Spanned<String>>) -> Checked<String> {
+        let Some(u) = u else {
+            return Ok(DEFAULT_USER.to_string());
+        };
+        let s = u.get_ref();
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !ok || s == "root" {
+            return self.report(u.span(), format!("`{s}` is not a usable login name"));
+        }
+        Ok(s.clone())
     }
 
     fn machine_list(
         &self,
-        list: Option<&Spanned<Vec<String>>>,
-        all: &[String],
-    ) -> Result<Vec<String>, LabFileError> {
-        match list {
-            None => Ok(all.to_vec()),
-            Some(l) => {
-                if l.get_ref().is_empty() {
-                    return self.err(l.span(), "the machine list is empty");
-                }
-                for m in l.get_ref() {
-                    if !all.contains(m) {
-                        return self.err(
-                            l.span(),
-                            format!("unknown machine `{m}` (machines: {})", all.join(", ")),
-                        );
-                    }
-                }
-                Ok(l.get_ref().clone())
-            }
+        list: Option<&Spanned<Vec<Spanned<String>>>>,
+        all_machines: &[String],
+    ) -> Checked<Vec<String>> {
+        let Some(l) = list else {
+            return Ok(all_machines.to_vec());
+        };
+        if l.get_ref().is_empty() {
+            return self.report(l.span(), "the machine list is empty");
         }
+        all(l.get_ref().iter().map(|m| {
+            if all_machines.contains(m.get_ref()) {
+                Ok(m.get_ref().clone())
+            } else {
+                self.report_hint(
+                    m.span(),
+                    format!("unknown machine `{}`", m.get_ref()),
+                    format!("the lab's machines: {}", all_machines.join(", ")),
+                )
+            }
+        }))
     }
 
-    fn mode(&self, m: Option<&Spanned<String>>, default: u32) -> Result<u32, LabFileError> {
-        match m {
-            None => Ok(default),
-            Some(s) => u32::from_str_radix(s.get_ref().trim_start_matches("0o"), 8)
-                .ok()
-                .filter(|&v| v <= 0o7777)
-                .map_or_else(
-                    || {
-                        self.err(
-                            s.span(),
-                            format!("`{}` is not an octal file mode like \"0755\"", s.get_ref()),
-                        )
-                    },
-                    Ok,
-                ),
-        }
+    fn mode(&self, m: Option<&Spanned<String>>, default: u32) -> Checked<u32> {
+        let Some(s) = m else {
+            return Ok(default);
+        };
+        u32::from_str_radix(s.get_ref().trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|&v| v <= 0o7777)
+            .map_or_else(
+                || {
+                    self.report(
+                        s.span(),
+                        format!("`{}` is not an octal file mode like \"0755\"", s.get_ref()),
+                    )
+                },
+                Ok,
+            )
     }
 
     fn downloads(
@@ -502,188 +769,186 @@ impl Validator<'_> {
         raw: &[DownloadFile],
         arch: Arch,
         machines: &[String],
-    ) -> Result<Vec<Download>, LabFileError> {
+    ) -> Vec<Checked<Download>> {
         let mut names = HashSet::new();
         let mut dests = HashSet::new();
-        let mut out = Vec::new();
-        for d in raw {
-            let name = d.name.get_ref();
-            if !names.insert(name.clone()) {
-                return self.err(d.name.span(), format!("download `{name}` is defined twice"));
-            }
-            let version = d.version.clone().unwrap_or_default();
-            let expand = |u: &str| {
-                u.replace("{version}", &version)
-                    .replace("{arch}", arch.as_str())
-            };
-            let url = expand(&self.url(&d.url)?);
-            let pinned = d
-                .sha256_by_arch
-                .get(arch.as_str())
-                .map(|s| Spanned::new(d.url.span(), s.clone()));
-            let sha = d.sha256.as_ref().or(pinned.as_ref());
-            let checksum = self.checksum(
-                &d.url,
-                sha,
-                d.checksum_url.as_ref(),
-                d.insecure_no_checksum,
-                &expand,
-            )?;
-            let file_name = match &d.as_name {
-                Some(a) => {
-                    if a.get_ref().is_empty() || a.get_ref().contains('/') {
-                        return self.err(a.span(), "`as` is a file name, without /");
-                    }
-                    a.get_ref().clone()
-                }
-                None => url
-                    .rsplit('/')
-                    .next()
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .map_or_else(
-                        || {
-                            self.err(
-                                d.url.span(),
-                                "the URL ends in / so the file has no name; add as = \"…\"",
-                            )
-                        },
-                        Ok,
-                    )?,
-            };
-            let dest = match &d.dest {
-                None => DEFAULT_DEST.to_string(),
-                Some(p) if p.get_ref().starts_with('/') => {
-                    p.get_ref().trim_end_matches('/').to_string()
-                }
-                Some(p) => return self.err(p.span(), "dest must be an absolute path"),
-            };
-            let dest_path = format!("{dest}/{file_name}");
-            if !dests.insert(dest_path.clone()) {
-                return self.err(d.name.span(), format!("two downloads write {dest_path}"));
-            }
-            out.push(Download {
-                name: name.clone(),
-                version: d.version.clone(),
-                url,
-                checksum,
-                machines: self.machine_list(d.machines.as_ref(), machines)?,
-                dest_path,
-                mode: self.mode(d.mode.as_ref(), 0o644)?,
-            });
-        }
-        Ok(out)
+        raw.iter()
+            .map(|d| self.download(d, arch, machines, &mut names, &mut dests))
+            .collect()
     }
 
-    fn checkpoints(
+    fn download(
         &self,
-        raw: &[CheckpointFile],
+        d: &DownloadFile,
+        arch: Arch,
         machines: &[String],
-    ) -> Result<Vec<Checkpoint>, LabFileError> {
-        let mut known: BTreeSet<String> = BTreeSet::from([BASE.to_string()]);
-        let mut out = Vec::new();
-        let mut previous = BASE.to_string();
-        for c in raw {
-            let name = c.name.get_ref();
-            if !is_checkpoint_name(name) {
-                return self.err(
-                    c.name.span(),
-                    format!("checkpoint name `{name}` must match [a-z0-9][a-z0-9._-]{{0,62}}"),
-                );
+        names: &mut HashSet<String>,
+        dests: &mut HashSet<String>,
+    ) -> Checked<Download> {
+        let name = d.name.get_ref();
+        let unique = if names.insert(name.clone()) {
+            Ok(())
+        } else {
+            self.report(d.name.span(), format!("download `{name}` is defined twice"))
+        };
+        let version = d.version.clone().unwrap_or_default();
+        let expand = |u: &str| {
+            u.replace("{version}", &version)
+                .replace("{arch}", arch.as_str())
+        };
+        let url = self.url(&d.url).map(|u| expand(&u));
+        let pinned = d
+            .sha256_by_arch
+            .get(arch.as_str())
+            .map(|s| Spanned::new(d.url.span(), s.clone()));
+        let sha = d.sha256.as_ref().or(pinned.as_ref());
+        let checksum = self.checksum(
+            &d.url,
+            sha,
+            d.checksum_url.as_ref(),
+            d.insecure_no_checksum,
+            &expand,
+        );
+        let file_name = match (&d.as_name, &url) {
+            (Some(a), _) if a.get_ref().is_empty() || a.get_ref().contains('/') => {
+                self.report(a.span(), "`as` is a file name, without /")
             }
-            if !known.insert(name.clone()) {
-                return self.err(
-                    c.name.span(),
-                    format!("checkpoint `{name}` is defined twice"),
-                );
+            (Some(a), _) => Ok(a.get_ref().clone()),
+            (None, Ok(url)) => match url.rsplit('/').next().filter(|s| !s.is_empty()) {
+                Some(f) => Ok(f.to_string()),
+                None => self.report(
+                    d.url.span(),
+                    "the URL ends in / so the file has no name; add as = \"…\"",
+                ),
+            },
+            (None, Err(Reported)) => Err(Reported),
+        };
+        let dest = match &d.dest {
+            None => Ok(DEFAULT_DEST.to_string()),
+            Some(p) if p.get_ref().starts_with('/') => {
+                Ok(p.get_ref().trim_end_matches('/').to_string())
             }
-            let after = match &c.after {
-                None => previous.clone(),
-                Some(a) if known.contains(a.get_ref()) && a.get_ref() != name => {
-                    a.get_ref().clone()
+            Some(p) => self.report(p.span(), "dest must be an absolute path"),
+        };
+        let dest_path = match (&dest, &file_name) {
+            (Ok(dest), Ok(file_name)) => {
+                let path = format!("{dest}/{file_name}");
+                if dests.insert(path.clone()) {
+                    Ok(path)
+                } else {
+                    self.report(d.name.span(), format!("two downloads write {path}"))
                 }
-                Some(a) => {
-                    return self.err(
-                        a.span(),
-                        format!(
-                            "`after` names `{}`, which is not `base` or an earlier checkpoint",
-                            a.get_ref()
-                        ),
-                    )
-                }
-            };
-            let mut aliases = Vec::new();
-            for a in &c.aliases {
-                if !is_checkpoint_name(a.get_ref()) || !known.insert(a.get_ref().clone()) {
-                    return self.err(
-                        a.span(),
-                        format!("alias `{}` is not a free checkpoint name", a.get_ref()),
-                    );
-                }
-                aliases.push(a.get_ref().clone());
             }
-            let mut steps = Vec::new();
-            for s in &c.steps {
-                steps.push(self.step(s, machines)?);
-            }
-            let mut checks = Vec::new();
-            for (i, k) in c.checks.iter().enumerate() {
-                checks.push(Check {
-                    name: k
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("{name} check {}", i + 1)),
-                    machines: self.machine_list(k.machines.as_ref(), machines)?,
-                    run: k.run.get_ref().clone(),
-                });
-            }
-            previous = name.clone();
-            out.push(Checkpoint {
-                name: name.clone(),
-                after,
-                description: c.description.clone(),
-                aliases,
-                steps,
-                checks,
-            });
-        }
-        Ok(out)
+            _ => Err(Reported),
+        };
+        let machines = self.machine_list(d.machines.as_ref(), machines);
+        let mode = self.mode(d.mode.as_ref(), 0o644);
+        unique?;
+        Ok(Download {
+            name: name.clone(),
+            version: d.version.clone(),
+            url: url?,
+            checksum: checksum?,
+            machines: machines?,
+            dest_path: dest_path?,
+            mode: mode?,
+        })
     }
 
-    fn step(&self, s: &StepFile, machines: &[String]) -> Result<Step, LabFileError> {
-        let list = self.machine_list(s.machines.as_ref(), machines)?;
+    fn checkpoints(&self, raw: &[CheckpointFile], machines: &[String]) -> Vec<Checked<Checkpoint>> {
+        // Every name seen so far, valid or not, so that a bad name is reported once, not at each `after`.
+        let mut known: BTreeSet<String> = BTreeSet::from([BASE.to_string()]);
+        raw.iter()
+            .enumerate()
+            .map(|(i, c)| self.checkpoint(c, &raw[..i], machines, &mut known))
+            .collect()
+    }
+
+    fn checkpoint(
+        &self,
+        c: &CheckpointFile,
+        earlier: &[CheckpointFile],
+        machines: &[String],
+        known: &mut BTreeSet<String>,
+    ) -> Checked<Checkpoint> {
+        let name = c.name.get_ref();
+        let earlier: Vec<&str> = std::iter::once(BASE)
+            .chain(earlier.iter().map(|c| c.name.get_ref().as_str()))
+            .collect();
+        let fresh = known.insert(name.clone());
+        let valid_name = if !is_checkpoint_name(name) {
+            self.report(
+                c.name.span(),
+                format!("checkpoint name `{name}` must match [a-z0-9][a-z0-9._-]{{0,62}}"),
+            )
+        } else if !fresh {
+            self.report(
+                c.name.span(),
+                format!("checkpoint `{name}` is defined twice"),
+            )
+        } else {
+            Ok(())
+        };
+        let after = match &c.after {
+            None => Ok(earlier.last().unwrap_or(&BASE).to_string()),
+            Some(a) if known.contains(a.get_ref()) && a.get_ref() != name => {
+                Ok(a.get_ref().clone())
+            }
+            Some(a) => self.report_hint(
+                a.span(),
+                format!(
+                    "`after` names `{}`, which is not `base` or an earlier checkpoint",
+                    a.get_ref()
+                ),
+                format!("checkpoints so far: {}", earlier.join(", ")),
+            ),
+        };
+        let aliases = all(c.aliases.iter().map(|a| {
+            if is_checkpoint_name(a.get_ref()) && known.insert(a.get_ref().clone()) {
+                Ok(a.get_ref().clone())
+            } else {
+                self.report(
+                    a.span(),
+                    format!("alias `{}` is not a free checkpoint name", a.get_ref()),
+                )
+            }
+        }));
+        let steps = all(c
+            .steps
+            .iter()
+            .map(|s| self.step(s, machines, c.name.span())));
+        let checks = all(c.checks.iter().enumerate().map(|(i, k)| {
+            Ok(Check {
+                name: k
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{name} check {}", i + 1)),
+                machines: self.machine_list(k.machines.as_ref(), machines)?,
+                run: k.run.get_ref().clone(),
+            })
+        }));
+        valid_name?;
+        Ok(Checkpoint {
+            name: name.clone(),
+            after: after?,
+            description: c.description.clone(),
+            aliases: aliases?,
+            steps: steps?,
+            checks: checks?,
+        })
+    }
+
+    /// `checkpoint` is where a step without any action is reported.
+    fn step(&self, s: &StepFile, machines: &[String], checkpoint: Range<usize>) -> Checked<Step> {
+        let list = self.machine_list(s.machines.as_ref(), machines);
         let action = match (&s.script, &s.run, s.copy.is_empty()) {
-            (Some(p), None, true) => StepAction::Script {
+            (Some(p), None, true) => self.script(p).map(|text| StepAction::Script {
                 path: p.get_ref().clone(),
-                text: self.script(p)?,
-            },
-            (None, Some(r), true) => StepAction::Run(r.get_ref().clone()),
+                text,
+            }),
+            (None, Some(r), true) => Ok(StepAction::Run(r.get_ref().clone())),
             (None, None, false) => {
-                let mut copies = Vec::new();
-                for c in &s.copy {
-                    let Some((m, p)) = c.from.get_ref().split_once(':') else {
-                        return self.err(c.from.span(), "copy `from` is MACHINE:/path");
-                    };
-                    if !machines.iter().any(|x| x == m) || !p.starts_with('/') {
-                        return self.err(
-                            c.from.span(),
-                            format!(
-                                "`{}` does not name a machine of the lab and an absolute path",
-                                c.from.get_ref()
-                            ),
-                        );
-                    }
-                    if !c.to.get_ref().starts_with('/') {
-                        return self.err(c.to.span(), "copy `to` must be an absolute path");
-                    }
-                    copies.push(Copy {
-                        from_machine: m.to_string(),
-                        from_path: p.to_string(),
-                        to_path: c.to.get_ref().clone(),
-                        mode: self.mode(c.mode.as_ref(), 0o644)?,
-                    });
-                }
-                StepAction::Copy(copies)
+                all(s.copy.iter().map(|c| self.copy(c, machines))).map(StepAction::Copy)
             }
             _ => {
                 let span = s
@@ -692,31 +957,67 @@ impl Validator<'_> {
                     .or(s.run.as_ref())
                     .map(|x| x.span())
                     .or(s.machines.as_ref().map(|m| m.span()))
-                    .unwrap_or(0..0);
-                return self.err(
+                    .unwrap_or(checkpoint);
+                self.report(
                     span,
                     "a step has exactly one of script = \"…\", run = \"…\" or copy = [ … ]",
-                );
+                )
             }
         };
         Ok(Step {
-            machines: list,
-            action,
+            machines: list?,
+            action: action?,
         })
     }
 
-    fn script(&self, p: &Spanned<String>) -> Result<String, LabFileError> {
+    fn copy(&self, c: &CopyFile, machines: &[String]) -> Checked<Copy> {
+        let from = match c.from.get_ref().split_once(':') {
+            None => self.report(c.from.span(), "copy `from` is MACHINE:/path"),
+            Some((m, p)) if !machines.iter().any(|x| x == m) || !p.starts_with('/') => self.report(
+                c.from.span(),
+                format!(
+                    "`{}` does not name a machine of the lab and an absolute path",
+                    c.from.get_ref()
+                ),
+            ),
+            Some(from) => Ok(from),
+        };
+        let to = if c.to.get_ref().starts_with('/') {
+            Ok(c.to.get_ref().clone())
+        } else {
+            self.report(c.to.span(), "copy `to` must be an absolute path")
+        };
+        let mode = self.mode(c.mode.as_ref(), 0o644);
+        let (from_machine, from_path) = from?;
+        Ok(Copy {
+            from_machine: from_machine.to_string(),
+            from_path: from_path.to_string(),
+            to_path: to?,
+            mode: mode?,
+        })
+    }
+
+    fn script(&self, p: &Spanned<String>) -> Checked<String> {
         let rel = p.get_ref();
         if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
-            return self.err(
+            return self.report(
                 p.span(),
                 "a script path is relative to the lab file and stays inside its folder",
             );
         }
-        let text = self.read_lab_file(rel).map_or_else(
-            || self.err(p.span(), format!("script `{rel}` cannot be read")),
-            Ok,
-        )?;
+        let Some(text) = self.read_lab_file(rel) else {
+            let hint = match self.source {
+                Source::Embedded => "the course lab's scripts are built into lab".to_string(),
+                Source::File(path) => {
+                    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                    format!(
+                        "looked for {}: script paths are relative to the lab file's folder",
+                        dir.unwrap_or(Path::new(".")).join(rel).display()
+                    )
+                }
+            };
+            return self.report_hint(p.span(), format!("script `{rel}` cannot be read"), hint);
+        };
         // A script is sent alone to the machine, so the files it sources from its own folder go inline.
         let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
         let mut out = String::with_capacity(text.len());
@@ -728,15 +1029,12 @@ impl Validator<'_> {
                     } else {
                         format!("{dir}/{name}")
                     };
-                    let lib = self.read_lab_file(&path).map_or_else(
-                        || {
-                            self.err(
-                                p.span(),
-                                format!("`{rel}` sources `{path}`, which cannot be read"),
-                            )
-                        },
-                        Ok,
-                    )?;
+                    let Some(lib) = self.read_lab_file(&path) else {
+                        return self.report(
+                            p.span(),
+                            format!("`{rel}` sources `{path}`, which cannot be read"),
+                        );
+                    };
                     out.push_str(&format!("# --- {path} (inlined by lab) ---\n"));
                     for l in lib.lines().filter(|l| !l.starts_with("#!")) {
                         out.push_str(l);
@@ -765,6 +1063,27 @@ impl Validator<'_> {
                 fs_err::read_to_string(dir.join(rel)).ok()
             }
         }
+    }
+}
+
+/// The first and last host addresses of a subnet (/29 or larger).
+fn hosts(subnet: Ipv4Net) -> (Ipv4Addr, Ipv4Addr) {
+    (
+        Ipv4Addr::from(u32::from(subnet.network()) + 1),
+        Ipv4Addr::from(u32::from(subnet.broadcast()) - 1),
+    )
+}
+
+/// Why `ip` is not a host address of `subnet`: outside it, or its network or broadcast address.
+fn address_problem(ip: Ipv4Addr, subnet: Ipv4Net) -> Option<String> {
+    if !subnet.contains(&ip) {
+        Some(format!("{ip} is outside the lab's subnet {subnet}"))
+    } else if ip == subnet.network() {
+        Some(format!("{ip} is the network address of {subnet}"))
+    } else if ip == subnet.broadcast() {
+        Some(format!("{ip} is the broadcast address of {subnet}"))
+    } else {
+        None
     }
 }
 
