@@ -138,6 +138,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What lab needs on this host, one row each with its fix; exit 1 when something blocks `lab up`.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -416,6 +421,22 @@ async fn run(args: Args, cancel: Cancel) -> Result<i32, Failure> {
             ssh(&s.ctx, machine, command)
         }
         Command::Destroy { yes, purge_cache } => destroy(&args, lab, ui, &cancel, *yes, *purge_cache).await,
+        Command::Doctor { json } => Ok(doctor(&args, &lab, *json).await),
+    }
+}
+
+/// `lab doctor`: the host's rows as a table (or JSON); exit 1 when one fails.
+async fn doctor(args: &Args, lab: &Lab, json: bool) -> i32 {
+    let rows = crate::doctor::diagnose(lab, &args.connect, &args.accel).await;
+    if json {
+        print_json(&rows);
+    } else {
+        print!("{}", crate::doctor::table(&rows));
+    }
+    if rows.iter().any(|r| r.status == crate::doctor::Status::Fail) {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
     }
 }
 

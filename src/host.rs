@@ -32,11 +32,13 @@ impl HostError {
     pub fn hint(&self) -> Option<String> {
         match self {
             HostError::Libvirt(e) => e.hint(),
-            HostError::NetworkClash { .. } | HostError::RouteClash { .. } => {
-                Some("choose another [network] subnet in the lab file".into())
-            }
+            HostError::NetworkClash { .. } | HostError::RouteClash { .. } => Some(
+                "choose another [network] subnet in the lab file (`lab doctor` checks the host)".into(),
+            ),
             HostError::NoKvm { .. } => Some(
-                "check that /dev/kvm exists and is usable (`ls -l /dev/kvm`), or set LAB_ACCEL=tcg to emulate".into(),
+                "check that /dev/kvm exists and is usable (`ls -l /dev/kvm`), or set LAB_ACCEL=tcg to emulate \
+                 (`lab doctor` checks the host)"
+                    .into(),
             ),
             HostError::BadAccel(_) => Some("set LAB_ACCEL to auto, kvm or tcg".into()),
         }

@@ -4,6 +4,7 @@
 pub mod cancel;
 pub mod checkpoint;
 pub mod cli;
+pub mod doctor;
 pub mod download;
 pub mod fsutil;
 pub mod host;

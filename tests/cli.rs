@@ -77,3 +77,81 @@ fn destroy_without_a_terminal_needs_yes() {
         .code(2)
         .stderr(predicate::str::contains("--yes"));
 }
+
+#[test]
+fn doctor_json_lists_rows() {
+    let pools = tempfile::tempdir().unwrap();
+    let out = lab()
+        .args(["doctor", "--json", "--connect", "test:///default"])
+        .env("LAB_ACCEL", "tcg")
+        .env("LAB_POOL_ROOT", pools.path())
+        .output()
+        .unwrap();
+    // Exit 0 or 1 depending on this host's tools; never a usage error or a crash.
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "libvirtd",
+            "/dev/kvm",
+            "accel",
+            "qemu-img",
+            "dnsmasq",
+            "free space",
+            "subnet",
+            "subreaper",
+            "libvirt group",
+            "ssh"
+        ]
+    );
+    for r in &rows {
+        assert!(r["detail"].is_string(), "{r}");
+        assert!(
+            matches!(r["status"].as_str(), Some("ok" | "warn" | "fail")),
+            "{r}"
+        );
+    }
+    let row = |n: &str| rows.iter().find(|r| r["name"] == n).unwrap();
+    assert_eq!(row("libvirtd")["status"], "ok");
+    // LAB_ACCEL=tcg: no warning.
+    assert_eq!(row("accel")["status"], "ok");
+    // The test driver's only network is 192.168.122.0/24; host routes are this machine's.
+    assert!(row("subnet")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("172.16.0.0/24"));
+    let free = row("free space");
+    assert!(
+        free["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&pools.path().display().to_string()),
+        "{free}"
+    );
+    let fails = rows.iter().any(|r| r["status"] == "fail");
+    assert_eq!(out.status.code(), Some(if fails { 1 } else { 0 }));
+}
+
+#[test]
+fn doctor_fails_without_libvirtd() {
+    lab()
+        .args([
+            "doctor",
+            "--connect",
+            "qemu:///system?socket=/nonexistent/libvirt-sock",
+        ])
+        .assert()
+        .code(1)
+        .stdout(
+            predicate::str::is_match(r"(?m)^libvirtd +FAIL +cannot connect to")
+                .unwrap()
+                .and(predicate::str::contains("fix: start libvirtd"))
+                .and(
+                    predicate::str::is_match(r"(?m)^subnet +warn +skipped: needs libvirtd")
+                        .unwrap(),
+                ),
+        )
+        .stderr(predicate::str::contains("panicked").not());
+}

@@ -59,12 +59,12 @@ impl Error {
         match self.kind {
             ErrorKind::Unreachable => Some(
                 "is libvirtd running? Start it with `sudo systemctl start libvirtd` (or `sudo libvirtd -d` without \
-                 systemd), or point LAB_CONNECT/--connect at a reachable URI"
+                 systemd), or point LAB_CONNECT/--connect at a reachable URI (`lab doctor` checks the host)"
                     .into(),
             ),
             ErrorKind::PermissionDenied => Some(
                 "add yourself to the libvirt group (`sudo usermod -aG libvirt $USER`, then log in again) or run lab \
-                 as root"
+                 as root (`lab doctor` checks the host)"
                     .into(),
             ),
             // The error's object names the pool's folder (see `VirtHost`).
