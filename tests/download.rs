@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lab::download::{
-    export_mirror, fetch_all, Cache, Error, Fetched, Item, NoReport, Options, Reporter,
+    export_mirror, fetch_all, parse_mirror, Cache, Error, Fetched, Item, NoReport, Options,
+    Reporter,
 };
 use lab::model::Checksum;
 use sha2::{Digest, Sha256, Sha512};
@@ -75,6 +76,7 @@ enum Ev {
     Advance(String, u64),
     Finish(String, bool),
     Message(String),
+    Failed(String, String),
 }
 
 #[derive(Default)]
@@ -98,6 +100,12 @@ impl Reporter for Record {
     }
     fn message(&self, text: &str) {
         self.0.lock().unwrap().push(Ev::Message(text.into()));
+    }
+    fn failed(&self, name: &str, cause: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(Ev::Failed(name.into(), cause.into()));
     }
 }
 
@@ -425,11 +433,19 @@ async fn offline_lists_every_missing_item() {
     };
     assert_eq!(missing.len(), 3);
     let msg = err.to_string();
-    for it in &items {
-        assert!(msg.contains(&format!("{} ({})", it.name, it.url)), "{msg}");
+    let lines: Vec<_> = msg.lines().collect();
+    assert_eq!(lines[0], "3 downloads are not in the cache (--offline)");
+    assert_eq!(lines.len(), 4, "{msg}");
+    for (line, it) in lines[1..].iter().zip(&items) {
+        assert_eq!(*line, format!("  {} ({})", it.name, it.url));
+        assert_eq!(msg.matches(&it.url).count(), 1, "{msg}");
     }
-    assert!(!msg.contains('\n'));
-    assert!(err.hint().unwrap().contains("lab fetch"));
+    // Printed once: nothing in the source chain repeats the list.
+    assert_eq!(chain(&err), msg);
+    assert_eq!(
+        err.hint().unwrap(),
+        "`lab fetch` on a connected machine, or drop --offline"
+    );
     assert_eq!(srv.requests(), 0);
 
     // Fill two of three: still one error, naming only the missing one.
@@ -442,7 +458,10 @@ async fn offline_lists_every_missing_item() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("offline and not cached: c ({})", items[2].url)
+        format!(
+            "1 download is not in the cache (--offline)\n  c ({})",
+            items[2].url
+        )
     );
 
     // Full cache: works offline without a request.
@@ -621,12 +640,19 @@ async fn server_errors_are_retried_with_backoff() {
     let f = fetch_all(&cache, &[flaky], &opts(), &rec).await.unwrap();
     assert_eq!(std::fs::read(&f[0].path).unwrap(), body);
     assert_eq!(srv.requests(), 3);
-    let retries = rec
+    // Two retries, reported once, in one short line without the URL.
+    let notices: Vec<_> = rec
         .events()
-        .iter()
-        .filter(|e| matches!(e, Ev::Message(m) if m.contains("HTTP 500") && m.contains("retrying")))
-        .count();
-    assert_eq!(retries, 2);
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notices,
+        ["flaky: HTTP 500; retrying (up to 4 times)".to_string()]
+    );
 
     srv.reset_counters();
     let down = item("down", srv.url("/down"), Checksum::None);
@@ -670,15 +696,34 @@ async fn stalled_server_times_out() {
     assert!(temps(dir.path()).is_empty());
 }
 
-#[tokio::test]
-async fn refused_connection_is_a_network_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A port on 127.0.0.1 with nothing listening.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port(); // closed again at once
+        .port() // closed again at once
+}
+
+/// The error and its causes, as the CLI prints them: a source already in the text is skipped.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_connect_error() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{port}/x");
+    let url = format!("http://127.0.0.1:{}/x", closed_port());
     let o = Options {
         retries: 1,
         ..opts()
@@ -690,8 +735,276 @@ async fn refused_connection_is_a_network_error() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, Error::Network { .. }), "{err:?}");
-    assert!(err.to_string().contains(&url));
+    assert!(
+        matches!(&err, Error::Connect { reason, .. } if reason == "connection refused"),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string().matches(&url).count(), 1, "{err}");
+    assert!(err.hint().unwrap().starts_with("offline?"));
+}
+
+#[tokio::test]
+async fn unresolvable_hosts_fail_at_once_in_one_summary() {
+    // `.invalid` never resolves (RFC 6761): the downloader answers it without asking any resolver.
+    let items: Vec<_> = ["one", "one", "two", "one", "two"]
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let checksum = if i % 2 == 0 {
+                Checksum::Sha256("0".repeat(64))
+            } else {
+                Checksum::None
+            };
+            item(
+                &format!("f{i}"),
+                format!("http://{h}.invalid/f{i}"),
+                checksum,
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        retries: 4,
+        backoff: Duration::from_secs(2),
+        ..opts()
+    };
+    let rec = Record::default();
+    let t0 = Instant::now();
+    let err = fetch_all(&Cache::new(dir.path().into()), &items, &o, &rec)
+        .await
+        .unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(2), "not retried");
+    let Error::Many { failures } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(failures.iter().all(|f| matches!(f, Error::Resolve { .. })));
+    let msg = err.to_string();
+    let lines: Vec<_> = msg.lines().collect();
+    assert_eq!(
+        lines[0],
+        "5 downloads failed: cannot resolve one.invalid, two.invalid"
+    );
+    assert_eq!(lines.len(), 6, "{msg}");
+    for (line, it) in lines[1..].iter().zip(&items) {
+        let host = &it.url["http://".len()..it.url.rfind('/').unwrap()];
+        assert_eq!(
+            *line,
+            format!("  {}: cannot resolve {host} ({})", it.name, it.url)
+        );
+        assert_eq!(msg.matches(&it.url).count(), 1, "{msg}");
+    }
+    assert_eq!(chain(&err), msg, "the list is printed once");
+    assert_eq!(
+        err.hint().unwrap(),
+        "offline? run `lab fetch` on a connected machine, or use --mirror URL"
+    );
+    // Progress: no notice (nothing retried); each item's failure told once, without its URL.
+    let ev = rec.events();
+    assert!(!ev.iter().any(|e| matches!(e, Ev::Message(_))), "{ev:?}");
+    let failed: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Failed(n, cause) => Some((n.clone(), cause.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 5);
+    assert!(
+        failed.iter().all(|(_, c)| !c.contains("http")),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_item_and_checksum_file_is_retried_alike() {
+    let srv = Server::start().await;
+    for path in ["/a", "/b", "/c", "/SUMS"] {
+        srv.route(
+            path,
+            Route {
+                fail_times: usize::MAX,
+                ..Route::file(data(100, 40))
+            },
+        );
+    }
+    let items = vec![
+        item("a", srv.url("/a"), Checksum::Sha256(sha256(b"a"))),
+        item("b", srv.url("/b"), Checksum::Url(srv.url("/SUMS"))),
+        item("c", srv.url("/c"), Checksum::None),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        retries: 2,
+        ..opts()
+    };
+    let rec = Record::default();
+    let err = fetch_all(&Cache::new(dir.path().into()), &items, &o, &rec)
+        .await
+        .unwrap_err();
+    let count = |p: &str| srv.log().iter().filter(|l| l.path == p).count();
+    for p in ["/a", "/SUMS", "/c"] {
+        assert_eq!(count(p), 3, "{p}: 1 try + 2 retries");
+    }
+    assert_eq!(count("/b"), 0, "the checksum file failed first");
+    let mut notices: Vec<_> = rec
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    notices.sort();
+    assert_eq!(
+        notices,
+        ["a", "b", "c"].map(|n| format!("{n}: HTTP 500; retrying (up to 2 times)"))
+    );
+    let msg = err.to_string();
+    assert_eq!(msg.lines().next().unwrap(), "3 downloads failed: HTTP 500");
+    assert!(msg.contains(&format!("\n  b: HTTP 500 ({})", srv.url("/SUMS"))));
+
+    // Refused connections: retried the same way for each of five items, one notice each.
+    let port = closed_port();
+    let refused: Vec<_> = (0..5)
+        .map(|i| {
+            item(
+                &format!("r{i}"),
+                format!("http://127.0.0.1:{port}/r{i}"),
+                Checksum::None,
+            )
+        })
+        .collect();
+    let rec = Record::default();
+    let err = fetch_all(&Cache::new(dir.path().into()), &refused, &o, &rec)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(
+        msg.lines().next().unwrap(),
+        format!("5 downloads failed: cannot connect to 127.0.0.1:{port}")
+    );
+    assert_eq!(msg.lines().count(), 6, "{msg}");
+    let notices = rec
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Ev::Message(m) if m.ends_with("connection refused; retrying (up to 2 times)")))
+        .count();
+    assert_eq!(notices, 5);
+}
+
+#[tokio::test]
+async fn mixed_failures_are_grouped_and_every_item_runs() {
+    let srv = Server::start().await;
+    let (good, bad) = (data(5000, 41), data(5000, 42));
+    srv.route("/good", Route::file(good.clone()));
+    srv.route("/bad", Route::file(bad));
+    let items = vec![
+        item("nf", srv.url("/nf.img"), Checksum::None),
+        item("bad", srv.url("/bad"), Checksum::Sha256(sha256(&good))),
+        item("good", srv.url("/good"), Checksum::Sha256(sha256(&good))),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    // NoReport: a quiet UI hides progress, never the failures.
+    let err = fetch_all(&Cache::new(dir.path().into()), &items, &opts(), &NoReport)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    let lines: Vec<_> = msg.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "2 downloads failed: HTTP 404 (1); checksum mismatch (1)".to_string(),
+            format!("  nf: HTTP 404 ({})", srv.url("/nf.img")),
+            format!(
+                "  bad: checksum mismatch: expected sha256 {}, got {} ({})",
+                sha256(&good),
+                sha256(&data(5000, 42)),
+                srv.url("/bad")
+            ),
+        ]
+    );
+    let hint = err.hint().unwrap();
+    assert!(
+        hint.contains("version and architecture") && hint.contains("sha256"),
+        "{hint}"
+    );
+    assert_eq!(
+        blobs(dir.path()),
+        [sha256(&good)],
+        "the good item was fetched"
+    );
+}
+
+#[tokio::test]
+async fn mirror_404_names_the_mirror_url() {
+    let upstream = Server::start().await;
+    upstream.route("/v1/x.img", Route::file(data(100, 43)));
+    let mirror = Server::start().await;
+    let empty = tempfile::tempdir().unwrap();
+    mirror.serve_dir("/base", empty.path().into());
+    let up = upstream.url("/v1/x.img");
+    let it = item("x", up.clone(), Checksum::None);
+    let o = Options {
+        mirror: Some(mirror.url("/base")),
+        ..opts()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let err = fetch_one(&Cache::new(dir.path().into()), &it, &o)
+        .await
+        .unwrap_err();
+    let host = up.trim_start_matches("http://");
+    let requested = mirror.url(&format!("/base/{host}"));
+    assert!(matches!(err, Error::Http { status: 404, .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("x: the mirror has no x.img (via mirror {requested} for {up})")
+    );
+    assert!(err.hint().unwrap().contains("`lab mirror export DIR`"));
+    assert_eq!(upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn bad_mirror_setting_is_refused_before_any_request() {
+    let srv = Server::start().await;
+    let (items, _) = three_items(&srv);
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["notaurl", "ftp://x"] {
+        let o = Options {
+            mirror: Some(bad.into()),
+            ..opts()
+        };
+        let err = fetch_all(&Cache::new(dir.path().into()), &items, &o, &NoReport)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BadMirror { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("mirror `{bad}` ")), "{msg}");
+        assert!(!msg.contains(&srv.url("")), "blames the mirror: {msg}");
+        assert!(err.hint().unwrap().contains("LAB_MIRROR"));
+    }
+    assert_eq!(srv.requests(), 0);
+}
+
+#[test]
+fn parse_mirror_accepts_http_https_and_file_urls() {
+    assert_eq!(
+        parse_mirror("http://m:8080/base").unwrap(),
+        "http://m:8080/base"
+    );
+    assert_eq!(parse_mirror("https://m/").unwrap(), "https://m/");
+    assert_eq!(
+        parse_mirror("file:///srv/mirror").unwrap(),
+        "file:///srv/mirror"
+    );
+    assert_eq!(
+        parse_mirror("notaurl").unwrap_err(),
+        "`notaurl` is not a URL: use http://HOST[:PORT]/PATH or file:///PATH"
+    );
+    let e = parse_mirror("ftp://x").unwrap_err();
+    assert!(
+        e.starts_with("`ftp://x` ") && e.contains("http://HOST"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

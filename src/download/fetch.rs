@@ -9,9 +9,10 @@ use tokio::sync::OnceCell;
 use super::cache::{IndexEntry, Recorded};
 use super::checksum::{file_name_of, find_in_checksum_file, Expected};
 use super::mirror::rewrite;
+use super::resolve::SystemResolver;
 use super::sink::TempFile;
 use super::transfer::{self, Job};
-use super::{Cache, Error, Fetched, Item, NoReport, Options, Reporter};
+use super::{Cache, Error, Fetched, Item, Options, Reporter};
 use crate::model::Checksum;
 
 /// Checksum files larger than this are not parsed.
@@ -48,6 +49,7 @@ impl<'a> Fetcher<'a> {
             .connect_timeout(opts.timeout)
             .redirect(reqwest::redirect::Policy::limited(10))
             .user_agent(concat!("lab/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(SystemResolver))
             .build()
             .expect("a TLS backend is compiled in");
         Fetcher {
@@ -59,8 +61,17 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    /// The verified file for `item`, from the cache or the network.
+    /// The verified file for `item`, from the cache or the network; a failure is also told to
+    /// [`Reporter::failed`].
     pub async fn item(&self, item: &Item) -> Result<Fetched, Error> {
+        let result = self.fetch_item(item).await;
+        if let Err(e) = &result {
+            self.reporter.failed(&item.name, &e.cause());
+        }
+        result
+    }
+
+    async fn fetch_item(&self, item: &Item) -> Result<Fetched, Error> {
         if let Some(hit) = lookup(self.cache, item).await {
             self.index_pinned_hit(item, &hit).await;
             return Ok(self.cached(hit));
@@ -154,10 +165,9 @@ impl<'a> Fetcher<'a> {
             .entry(sums_url.to_owned())
             .or_default()
             .clone();
+        let notices = Notices(self.reporter);
         let sums = cell
-            .get_or_try_init(|| {
-                self.download(&item.name, sums_url, None, Recorded::None, &NoReport)
-            })
+            .get_or_try_init(|| self.download(&item.name, sums_url, None, Recorded::None, &notices))
             .await?;
         let text = if sums.size <= MAX_CHECKSUM_FILE {
             std::fs::read(&sums.path).map_err(|e| Error::io(&item.name, sums_url, &sums.path, e))?
@@ -208,8 +218,9 @@ impl<'a> Fetcher<'a> {
                 return Err(Error::Mismatch {
                     name: name.into(),
                     url: url.into(),
-                    algorithm: exp.algorithm.as_str(),
-                    expected: exp.hex.clone(),
+                    mirror_url: (fetch_url != url).then(|| fetch_url.clone()),
+                    algorithm: exp.algorithm,
+                    expected: exp.hex.as_str().into(),
                     got: got.into(),
                 });
             }
@@ -241,5 +252,18 @@ impl<'a> Fetcher<'a> {
             sha256: digests.sha256,
             size,
         })
+    }
+}
+
+/// Passes on a checksum file's notices (its retries) under the item's name, but not its progress: the item's
+/// own progress follows.
+struct Notices<'a>(&'a dyn Reporter);
+
+impl Reporter for Notices<'_> {
+    fn start(&self, _: &str, _: Option<u64>) {}
+    fn advance(&self, _: &str, _: u64) {}
+    fn finish(&self, _: &str, _: bool) {}
+    fn message(&self, text: &str) {
+        self.0.message(text);
     }
 }

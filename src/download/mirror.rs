@@ -2,11 +2,40 @@
 //! [`mirror_url`] maps an upstream URL into it; [`export_mirror`] writes it
 //! from the cache, so `python3 -m http.server` (or any web server) on the
 //! exported folder serves every cached file, checksum files included.
+//! [`parse_mirror`] checks a mirror setting before anything is fetched.
 
 use std::path::{Component, Path, PathBuf};
 
 use super::checksum::percent_decode;
 use super::{Cache, Error};
+
+/// What a usable mirror setting looks like, for messages.
+const MIRROR_FORMS: &str = "use http://HOST[:PORT]/PATH or file:///PATH";
+
+/// A mirror base URL, checked: `http://` or `https://` with a host, or `file:///PATH`, without query or fragment.
+/// Returns it normalised (lowercase scheme and host, default port dropped, spaces escaped), or a message naming
+/// the value, fit for a clap `value_parser` and for [`Error::BadMirror`].
+pub fn parse_mirror(s: &str) -> Result<String, String> {
+    let fail = |why: &str| Err(format!("`{s}` {why}: {MIRROR_FORMS}"));
+    let url = match url::Url::parse(s.trim()) {
+        Ok(url) if s.contains("://") => url,
+        _ => return fail("is not a URL"),
+    };
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some_and(|h| !h.is_empty()) => {}
+        "http" | "https" => return fail("has no host"),
+        "file"
+            if url
+                .host_str()
+                .is_none_or(|h| h.is_empty() || h == "localhost") => {}
+        "file" => return fail("names another machine (a file URL is a local folder)"),
+        scheme => return fail(&format!("is not an http(s) or file URL (`{scheme}:`)")),
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return fail("has a query or fragment");
+    }
+    Ok(url.as_str().to_owned())
+}
 
 /// The URL of `upstream` inside the mirror at base URL `mirror`.
 ///
@@ -115,6 +144,46 @@ mod tests {
         assert_eq!(rewrite(Some("http://m"), "file:///x/y"), "file:///x/y");
         assert_eq!(rewrite(None, "https://h/x"), "https://h/x");
         assert_eq!(rewrite(Some("http://m"), "https://h/x"), "http://m/h/x");
+    }
+
+    #[test]
+    fn mirror_settings() {
+        for ok in [
+            "http://m:8080/base",
+            "https://m/",
+            "file:///srv/mirror",
+            "HTTP://M/x",
+            "file://localhost/srv",
+        ] {
+            let parsed = parse_mirror(ok).unwrap();
+            assert!(
+                parsed.starts_with("http://")
+                    || parsed.starts_with("https://")
+                    || parsed.starts_with("file:///")
+            );
+        }
+        assert_eq!(parse_mirror("HTTP://M:80/x").unwrap(), "http://m/x");
+        assert!(parse_mirror("localhost:8000/m")
+            .unwrap_err()
+            .contains("is not a URL"));
+        assert_eq!(
+            parse_mirror("notaurl").unwrap_err(),
+            "`notaurl` is not a URL: use http://HOST[:PORT]/PATH or file:///PATH"
+        );
+        for bad in [
+            "ftp://x",
+            "http://",
+            "file://other/srv",
+            "http://m/?x=1",
+            "http://m/#f",
+            "",
+        ] {
+            let e = parse_mirror(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("`{bad}` ")) && e.ends_with(MIRROR_FORMS),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -3,14 +3,22 @@
 //!
 //! - Streaming downloads (reqwest), hashed while they stream (sha256, plus
 //!   sha512 when the expected sum is one), at most [`Options::parallel`] at once.
-//! - Retries with exponential backoff on time-outs, connection errors and 5xx
-//!   (not on 4xx); a cut connection resumes with `Range: bytes=N-` and keeps
+//! - Retries with exponential backoff on time-outs, refused or broken
+//!   connections and 5xx, the same for every item and checksum file; not on
+//!   4xx, and not when a host name does not resolve (offline: it will not heal
+//!   in seconds). A cut connection resumes with `Range: bytes=N-` and keeps
 //!   the running hash; a server that ignores Range restarts cleanly.
+//! - Every item runs to its end; the failures come back as one [`Error`]: a
+//!   summary line grouped by cause, then one line per item with the URL
+//!   requested (see [`Error::Many`]). Progress gets one short line, without
+//!   URL, when an item (or its checksum file) is first retried; a failure is
+//!   never only reported, so a quiet UI hides none.
 //! - A cache hit makes no network request at all, not even for a checksum file.
 //! - Per-entry lock files, unique temp names and rename-after-verify keep a
 //!   cache filled by several processes intact.
-//! - Mirrors: [`mirror_url`] rewrites every upstream URL; [`export_mirror`]
-//!   writes the matching static tree from the cache.
+//! - Mirrors: [`parse_mirror`] checks the setting before anything is fetched;
+//!   [`mirror_url`] rewrites every upstream URL; [`export_mirror`] writes the
+//!   matching static tree from the cache.
 //!
 //! See [`cache`] for the on-disk layout.
 
@@ -19,6 +27,7 @@ pub mod checksum;
 mod error;
 mod fetch;
 mod mirror;
+mod resolve;
 mod sink;
 mod transfer;
 
@@ -29,7 +38,7 @@ use futures_util::stream::{self, StreamExt};
 
 pub use cache::Cache;
 pub use error::{Error, Missing};
-pub use mirror::{export_mirror, mirror_url};
+pub use mirror::{export_mirror, mirror_url, parse_mirror};
 
 use crate::model::Checksum;
 
@@ -67,7 +76,8 @@ pub struct Fetched {
 pub struct Options {
     /// Use only the cache; fail listing every missing item.
     pub offline: bool,
-    /// Base URL of a mirror (see [`mirror_url`]); every HTTP(S) URL goes through it.
+    /// Base URL of a mirror (see [`mirror_url`]); every HTTP(S) URL goes through it. Checked by
+    /// [`parse_mirror`] when fetching starts: a bad one fails with [`Error::BadMirror`].
     pub mirror: Option<String>,
     /// Downloads at once (at least 1). Default 4.
     pub parallel: usize,
@@ -101,8 +111,13 @@ pub trait Reporter: Send + Sync {
     fn advance(&self, name: &str, bytes: u64);
     /// The file is verified and in the cache (`cached`: no download was needed).
     fn finish(&self, name: &str, cached: bool);
-    /// A notice: a retry, a restart.
+    /// A notice: a retry, a restart (one short line, no URL).
     fn message(&self, text: &str);
+    /// `name` failed for good; `cause` is short and has no URL. The error [`fetch_all`] returns names it again
+    /// with its URL, so this prints nothing by default; a UI may end the item's bar here.
+    fn failed(&self, name: &str, cause: &str) {
+        let _ = (name, cause);
+    }
 }
 
 /// A [`Reporter`] that ignores everything.
@@ -120,8 +135,9 @@ impl Reporter for NoReport {
 /// cached files in the order of `items`.
 ///
 /// Offline, fails with one [`Error::Offline`] listing every item not cached.
-/// Online, every item is attempted; the first error in item order is
-/// returned and the others are passed to [`Reporter::message`].
+/// Online, a bad mirror setting fails first with [`Error::BadMirror`]; then
+/// every item runs to its end, and the failures are returned together: the
+/// item's own error when only one failed, else [`Error::Many`] in item order.
 pub async fn fetch_all(
     cache: &Cache,
     items: &[Item],
@@ -132,6 +148,7 @@ pub async fn fetch_all(
     if opts.offline {
         return offline(cache, items, parallel, reporter).await;
     }
+    let opts = &checked_mirror(opts)?;
     let stale = cache.clone();
     fetch::blocking(move || stale.clean_temps(STALE_TEMP)).await;
     let fetcher = fetch::Fetcher::new(cache, opts, reporter);
@@ -139,19 +156,33 @@ pub async fn fetch_all(
     // whole future fail to be `Send` (rust-lang/rust#102211).
     let jobs: Vec<_> = items.iter().map(|item| fetcher.item(item)).collect();
     let results: Vec<_> = stream::iter(jobs).buffered(parallel).collect().await;
-    let mut first = None;
+    let mut failures = Vec::new();
     let mut out = Vec::with_capacity(items.len());
     for result in results {
         match result {
             Ok(f) => out.push(f),
-            Err(e) if first.is_none() => first = Some(e),
-            Err(e) => reporter.message(&e.to_string()),
+            Err(e) => failures.push(e),
         }
     }
-    match first {
+    match Error::from_failures(failures) {
         Some(e) => Err(e),
         None => Ok(out),
     }
+}
+
+/// `opts` with its mirror checked and normalised by [`parse_mirror`].
+fn checked_mirror(opts: &Options) -> Result<Options, Error> {
+    let mirror = match &opts.mirror {
+        Some(m) => Some(parse_mirror(m).map_err(|message| Error::BadMirror {
+            mirror: m.clone(),
+            message,
+        })?),
+        None => None,
+    };
+    Ok(Options {
+        mirror,
+        ..opts.clone()
+    })
 }
 
 async fn offline(

@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 
 use super::checksum::{percent_decode, Digests};
+use super::resolve::unresolved_host;
 use super::sink::Sink;
 use super::{Error, Options, Reporter};
 
@@ -39,35 +40,95 @@ impl Job<'_> {
         Error::io(self.name, self.url, path, e)
     }
 
+    /// The URL requested instead of the upstream one, when a mirror is used.
+    fn mirror_url(&self) -> Option<String> {
+        (self.fetch_url != self.url).then(|| self.fetch_url.to_owned())
+    }
+
+    /// `host[:port]` of the URL requested.
+    fn authority(&self) -> String {
+        match url::Url::parse(self.fetch_url) {
+            Ok(u) => match (u.host_str(), u.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_owned(),
+                (None, _) => self.fetch_url.to_owned(),
+            },
+            Err(_) => self.fetch_url.to_owned(),
+        }
+    }
+
+    /// Classifies a client error by its type and its sources' types: time-out, unusable URL, name not
+    /// resolved, no connection, or a broken one.
     fn network(&self, e: reqwest::Error, after: Duration) -> Error {
         if e.is_timeout() {
-            return Error::Timeout {
-                name: self.name.into(),
-                url: self.url.into(),
-                after,
-            };
+            return self.timeout(after);
         }
         if e.is_builder() || e.is_redirect() {
             return Error::BadUrl {
                 name: self.name.into(),
                 url: self.url.into(),
-                reason: chain(&e),
+                reason: chain(&e.without_url()),
             };
         }
-        Error::Network {
-            name: self.name.into(),
-            url: self.url.into(),
-            message: chain(&e),
+        if let Some(host) = unresolved_host(&e) {
+            return Error::Resolve {
+                name: self.name.into(),
+                url: self.url.into(),
+                mirror_url: self.mirror_url(),
+                host: host.to_owned(),
+            };
         }
+        if e.is_connect() {
+            return Error::Connect {
+                name: self.name.into(),
+                url: self.url.into(),
+                mirror_url: self.mirror_url(),
+                host: self.authority(),
+                reason: connect_reason(&e),
+            };
+        }
+        self.broken(chain(&e.without_url()))
     }
 
     fn timeout(&self, after: Duration) -> Error {
         Error::Timeout {
             name: self.name.into(),
             url: self.url.into(),
+            mirror_url: self.mirror_url(),
             after,
         }
     }
+
+    fn broken(&self, message: String) -> Error {
+        Error::Network {
+            name: self.name.into(),
+            url: self.url.into(),
+            mirror_url: self.mirror_url(),
+            message,
+        }
+    }
+}
+
+/// Why a connection could not be made, in a few words: from the OS error's kind when there is one.
+fn connect_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = Some(e);
+    let mut last = e;
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return match io.kind() {
+                K::ConnectionRefused => "connection refused".into(),
+                K::NetworkUnreachable => "network unreachable".into(),
+                K::HostUnreachable => "host unreachable".into(),
+                K::ConnectionReset => "connection reset".into(),
+                K::TimedOut => "timed out".into(),
+                _ => io.to_string(),
+            };
+        }
+        last = c;
+        cur = c.source();
+    }
+    last.to_string()
 }
 
 /// `err: source: source ...` on one line.
@@ -108,7 +169,7 @@ pub async fn fetch(
     } else {
         return Err(Error::BadUrl {
             name: job.name.into(),
-            url: job.url.into(),
+            url: job.fetch_url.into(),
             reason: "only http://, https:// and file:// URLs are supported".into(),
         });
     }
@@ -144,9 +205,10 @@ async fn copy_file(
     }
 }
 
-/// Tries until the whole body is in `sink`: time-outs, connection errors and
-/// 5xx are retried with exponential backoff (an attempt that made progress
-/// is free); a cut connection resumes with `Range: bytes=N-`.
+/// Tries until the whole body is in `sink`: time-outs, refused or broken connections and 5xx are retried with
+/// exponential backoff (an attempt that made progress is free); a cut connection resumes with `Range: bytes=N-`.
+/// Every item and checksum file is retried the same way; the first retry is reported in one short line, later
+/// ones are not (the final error, if any, is returned).
 async fn download(
     client: &reqwest::Client,
     opts: &Options,
@@ -155,6 +217,7 @@ async fn download(
     progress: &mut Progress<'_>,
 ) -> Result<(), Error> {
     let mut failures = 0u32;
+    let mut noticed = false;
     loop {
         let (before, resets) = (sink.written(), sink.resets());
         let err = match attempt(client, opts, job, sink, progress).await {
@@ -168,13 +231,16 @@ async fn download(
         if failures > opts.retries {
             return Err(err);
         }
-        let delay = backoff(opts.backoff, failures);
-        progress.reporter.message(&format!(
-            "{err}; retrying in {:.1}s (from byte {})",
-            delay.as_secs_f32(),
-            sink.written()
-        ));
-        tokio::time::sleep(delay).await;
+        if !noticed {
+            noticed = true;
+            progress.reporter.message(&format!(
+                "{}: {}; retrying (up to {} times)",
+                job.name,
+                err.cause(),
+                opts.retries
+            ));
+        }
+        tokio::time::sleep(backoff(opts.backoff, failures)).await;
     }
 }
 
@@ -223,6 +289,7 @@ async fn attempt(
             return Err(Error::Http {
                 name: job.name.into(),
                 url: job.url.into(),
+                mirror_url: job.mirror_url(),
                 status: s.as_u16(),
             })
         }
@@ -242,14 +309,10 @@ async fn attempt(
         progress.update(sink.written());
     }
     match total {
-        Some(total) if sink.written() != total => Err(Error::Network {
-            name: job.name.into(),
-            url: job.url.into(),
-            message: format!(
-                "connection closed after {} of {total} bytes",
-                sink.written()
-            ),
-        }),
+        Some(total) if sink.written() != total => Err(job.broken(format!(
+            "connection closed after {} of {total} bytes",
+            sink.written()
+        ))),
         _ => Ok(()),
     }
 }
@@ -263,11 +326,7 @@ async fn restart(
 ) -> Result<(), Error> {
     sink.reset().await.map_err(|e| job.io(sink.path(), e))?;
     progress.report(0);
-    Err(Error::Network {
-        name: job.name.into(),
-        url: job.url.into(),
-        message: format!("server {why}; restarting from byte 0"),
-    })
+    Err(job.broken(format!("server {why}; restarting from byte 0")))
 }
 
 /// `(start, total)` of a `Content-Range: bytes START-END/TOTAL` header.
