@@ -298,7 +298,13 @@ impl Drop for Session {
     }
 }
 
-async fn open(args: &Args, lab: Lab, ui: Arc<Ui>, cancel: &Cancel, lock: Lock) -> Result<Session, Failure> {
+async fn open(
+    args: &Args,
+    lab: Lab,
+    ui: Arc<Ui>,
+    cancel: &Cancel,
+    lock: Lock,
+) -> Result<Session, Failure> {
     let hv = connect(&args.connect)?;
     let ctx = Context {
         download: download_options(args, &lab),
@@ -314,12 +320,17 @@ async fn open(args: &Args, lab: Lab, ui: Arc<Ui>, cancel: &Cancel, lock: Lock) -
             let ui = ctx.ui.clone();
             let name = ctx.lab.name.clone();
             Some(
-                LabLock::acquire_async(&ctx.dirs, &ctx.lab.name, Duration::from_secs(3600), move |pid| {
-                    ui.warn(&format!(
-                        "waiting for another lab command on lab `{name}`{} to finish",
-                        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
-                    ))
-                })
+                LabLock::acquire_async(
+                    &ctx.dirs,
+                    &ctx.lab.name,
+                    Duration::from_secs(3600),
+                    move |pid| {
+                        ui.warn(&format!(
+                            "waiting for another lab command on lab `{name}`{} to finish",
+                            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                        ))
+                    },
+                )
                 .await?,
             )
         }
@@ -420,7 +431,9 @@ async fn run(args: Args, cancel: Cancel) -> Result<i32, Failure> {
             let s = open(&args, lab, ui, &cancel, Lock::Peek).await?;
             ssh(&s.ctx, machine, command)
         }
-        Command::Destroy { yes, purge_cache } => destroy(&args, lab, ui, &cancel, *yes, *purge_cache).await,
+        Command::Destroy { yes, purge_cache } => {
+            destroy(&args, lab, ui, &cancel, *yes, *purge_cache).await
+        }
         Command::Doctor { json } => Ok(doctor(&args, &lab, *json).await),
     }
 }
@@ -444,7 +457,8 @@ async fn fetch(args: &Args, lab: &Lab, ui: &Arc<Ui>) -> Result<i32, Failure> {
     let dirs = Dirs::from_env()?;
     let cache = crate::download::Cache::new(dirs.cache.clone());
     let items = orch::up::download_items(lab);
-    let got = crate::download::fetch_all(&cache, &items, &download_options(args, lab), ui.as_ref()).await?;
+    let got = crate::download::fetch_all(&cache, &items, &download_options(args, lab), ui.as_ref())
+        .await?;
     ui.info(&format!(
         "{} file(s) in the cache {}",
         got.len(),
@@ -547,7 +561,12 @@ async fn destroy(
     yes: bool,
     purge_cache: bool,
 ) -> Result<i32, Failure> {
-    if !yes && !confirm(&format!("Destroy lab `{}` and everything it made?", lab.name))? {
+    if !yes
+        && !confirm(&format!(
+            "Destroy lab `{}` and everything it made?",
+            lab.name
+        ))?
+    {
         return Ok(EXIT_FAILURE);
     }
     let s = open(args, lab, ui, cancel, Lock::Hold).await?;

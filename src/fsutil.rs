@@ -29,7 +29,8 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: Option<u32>) -> io::Result<(
         if let Some(m) = mode {
             opts.mode(m);
         }
-        let mut f = fs_err::File::from_parts(opts.open(&tmp).map_err(|e| with_path(e, &tmp))?, &tmp);
+        let mut f =
+            fs_err::File::from_parts(opts.open(&tmp).map_err(|e| with_path(e, &tmp))?, &tmp);
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);

@@ -425,9 +425,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("id");
         let made = load_or_make(&p, "c").unwrap();
-        assert_eq!(load_or_make(&p, "c").unwrap(), made, "loaded, not made again");
+        assert_eq!(
+            load_or_make(&p, "c").unwrap(),
+            made,
+            "loaded, not made again"
+        );
         std::fs::write(&p, "garbage").unwrap();
-        assert!(matches!(load_or_make(&p, "c"), Err(SshError::BadKey { .. })));
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "garbage", "left as it was");
+        assert!(matches!(
+            load_or_make(&p, "c"),
+            Err(SshError::BadKey { .. })
+        ));
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "garbage",
+            "left as it was"
+        );
     }
 }

@@ -322,9 +322,9 @@ impl State {
             Some(1) => {
                 v["complete"] = serde_json::Value::Null;
                 // Format 1 kept the pending operation as its command's text.
-                let legacy = v["pending"].as_str().map(|c| {
-                    serde_json::json!({"op": "legacy", "command": c})
-                });
+                let legacy = v["pending"]
+                    .as_str()
+                    .map(|c| serde_json::json!({"op": "legacy", "command": c}));
                 v["pending"] = legacy.unwrap_or(serde_json::Value::Null);
                 v["format"] = STATE_FORMAT.into();
             }
@@ -429,7 +429,10 @@ mod tests {
             })
         );
         assert_eq!(old.current.as_deref(), Some("b"));
-        assert_eq!(old.complete, None, "an older lab recorded no completed uploads");
+        assert_eq!(
+            old.complete, None,
+            "an older lab recorded no completed uploads"
+        );
         std::fs::write(State::path(dir.path()), r#"{"format": 99, "uri": "x"}"#).unwrap();
         assert!(matches!(
             State::load(dir.path()),

@@ -128,7 +128,10 @@ fn checkpoints_end_to_end() {
     // Taken at once after memory restores: the files the guests still had only in memory are on the disks too
     // (the file systems are frozen for the snapshot), the SSH host keys written at first boot among them.
     assert_eq!(
-        both(&lab, "sudo find /etc/ssh -name 'ssh_host_*' -size 0 | wc -l"),
+        both(
+            &lab,
+            "sudo find /etc/ssh -name 'ssh_host_*' -size 0 | wc -l"
+        ),
         ["0", "0"]
     );
     assert_ne!(

@@ -94,11 +94,13 @@ impl Faults {
             let pid = serde_json::from_str::<Value>(&exec).unwrap()["return"]["pid"]
                 .as_i64()
                 .unwrap_or_else(|| panic!("guest-exec on {dom}: {exec}"));
-            let status = format!(r#"{{"execute":"guest-exec-status","arguments":{{"pid":{pid}}}}}"#);
+            let status =
+                format!(r#"{{"execute":"guest-exec-status","arguments":{{"pid":{pid}}}}}"#);
             let out = (0..200)
                 .find_map(|_| {
                     let v: Value =
-                        serde_json::from_str(&virsh(&["qemu-agent-command", &dom, &status])).ok()?;
+                        serde_json::from_str(&virsh(&["qemu-agent-command", &dom, &status]))
+                            .ok()?;
                     if v["return"]["exited"] == true {
                         return Some(v["return"]["out-data"].as_str().unwrap_or("").to_string());
                     }
@@ -107,7 +109,10 @@ impl Faults {
                 })
                 .unwrap_or_else(|| panic!("{dom}: the marker read did not finish"));
             let text = String::from_utf8(base64(&out)).unwrap();
-            all.push_str(&format!("{m}: {} ", text.split_whitespace().collect::<Vec<_>>().join(" ")));
+            all.push_str(&format!(
+                "{m}: {} ",
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            ));
         }
         all
     }
@@ -123,7 +128,10 @@ impl Faults {
         self.cases += 1;
         // The next command of any kind repairs: `status` here.
         let out = self.lab.lab(&["status", "--json"]);
-        assert!(out.status.success(), "{case}: status after the fault failed");
+        assert!(
+            out.status.success(),
+            "{case}: status after the fault failed"
+        );
         let status: Value = serde_json::from_slice(&out.stdout).unwrap();
         for m in status["machines"].as_array().unwrap() {
             assert_eq!(m["state"], "running", "{case}: {m}");
@@ -144,7 +152,10 @@ impl Faults {
             .cloned()
             .collect();
         for r in before {
-            assert!(records.contains(r), "{case}: checkpoint {r} lost ({records:?})");
+            assert!(
+                records.contains(r),
+                "{case}: checkpoint {r} lost ({records:?})"
+            );
         }
         assert_eq!(
             self.volumes(),
@@ -211,7 +222,9 @@ impl Faults {
     /// Runs `lab ARGS` with a fault after COMMAND:PHASE; an interrupted command must exit 130 and say why.
     fn fault(&self, args: &[&str], command: &str, phase: &str, fault: &str) -> Output {
         let spec = format!("{command}:{phase}:{fault}");
-        let out = self.lab.lab_with(args, &[("LAB_TEST_FAULT", spec.as_str())]);
+        let out = self
+            .lab
+            .lab_with(args, &[("LAB_TEST_FAULT", spec.as_str())]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains(&format!("LAB_TEST_FAULT: {fault} after {command}:{phase}")),
@@ -227,7 +240,10 @@ impl Faults {
                     "{spec}: exit {code:?}:\n{err}"
                 );
                 if code == Some(130) {
-                    assert!(err.contains("error: interrupted: "), "{spec}: says where the lab is:\n{err}");
+                    assert!(
+                        err.contains("error: interrupted: "),
+                        "{spec}: says where the lab is:\n{err}"
+                    );
                 }
             }
         }
@@ -335,13 +351,20 @@ fn every_phase_survives_kill_and_ctrl_c() {
     let gone = |case: &str| {
         // `status` exits 1 for a lab that is not up; it repairs first either way.
         let out = lab.lab(&["status"]);
-        assert!(matches!(out.status.code(), Some(0) | Some(1)), "{case}: status");
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1)),
+            "{case}: status"
+        );
         // A killed first `up` and a killed `destroy` are both finished by removing the lab.
         if !files_below(&lab.path("state")).is_empty() {
             lab.ok(&["destroy", "--yes"]);
         }
         assert_eq!(host_objects(), before, "{case}: libvirt as before");
-        assert_eq!(files_below(&lab.path("state")), state_before, "{case}: files as before");
+        assert_eq!(
+            files_below(&lab.path("state")),
+            state_before,
+            "{case}: files as before"
+        );
     };
     // The phases of a first `up` until its machines run are cheap (no boot); `ready` and later need a boot each.
     let cheap: Vec<&String> = up_phases
@@ -366,7 +389,10 @@ fn every_phase_survives_kill_and_ctrl_c() {
     for p in phases_of(&destroy_out, "destroy") {
         for fault in ["kill", "int"] {
             lab_fault(&lab, &["up", "--keep-on-failure"], "up", "machines", "int");
-            assert!(!files_below(&lab.path("state")).is_empty(), "a half-made lab to destroy");
+            assert!(
+                !files_below(&lab.path("state")).is_empty(),
+                "a half-made lab to destroy"
+            );
             lab_fault(&lab, &["destroy", "--yes"], "destroy", &p, fault);
             gone(&format!("destroy:{p}:{fault}"));
         }
@@ -386,7 +412,10 @@ fn lab_fault(lab: &TestLab, args: &[&str], command: &str, phase: &str, fault: &s
     if fault == "kill" {
         assert_eq!(out.status.code(), None, "{spec}: killed");
     } else {
-        assert!(matches!(out.status.code(), Some(130) | Some(0)), "{spec}: {err}");
+        assert!(
+            matches!(out.status.code(), Some(130) | Some(0)),
+            "{spec}: {err}"
+        );
     }
 }
 
@@ -401,7 +430,10 @@ fn base64(s: &str) -> Vec<u8> {
             _ => 63,
         }
     };
-    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).collect();
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
     let mut out = Vec::new();
     for chunk in bytes.chunks(4) {
         let mut n = 0u32;

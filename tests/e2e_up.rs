@@ -178,8 +178,15 @@ fn a_machine_that_cannot_boot_fails_fast_with_its_console() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot boot"), "{err}");
-    assert!(err.contains("console"), "the console lines that show why: {err}");
+    assert!(
+        err.contains("console"),
+        "the console lines that show why: {err}"
+    );
     // Far below the 900 s boot time-out: the console shows a dead boot within seconds of it happening.
     assert!(took < wait_secs(240), "took {took:?}");
-    assert_eq!(host_objects(), before, "a failed first up removes what it made");
+    assert_eq!(
+        host_objects(),
+        before,
+        "a failed first up removes what it made"
+    );
 }

@@ -651,10 +651,19 @@ mod tests {
 
     #[test]
     fn local_and_remote_uris() {
-        for local in ["qemu:///system", "qemu+unix:///system", "test:///default", "qemu:///system?socket=/x"] {
+        for local in [
+            "qemu:///system",
+            "qemu+unix:///system",
+            "test:///default",
+            "qemu:///system?socket=/x",
+        ] {
             assert!(is_local_uri(local), "{local}");
         }
-        for remote in ["qemu+ssh://root@[::1]:2222/system", "qemu+tcp://hv/system", "qemu://hv/system"] {
+        for remote in [
+            "qemu+ssh://root@[::1]:2222/system",
+            "qemu+tcp://hv/system",
+            "qemu://hv/system",
+        ] {
             assert!(!is_local_uri(remote), "{remote}");
         }
     }

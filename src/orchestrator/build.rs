@@ -40,7 +40,12 @@ pub struct RestorePlan {
 
 /// Plans `lab restore NAME` from the lab file and the state alone, before anything changes: the name resolved (an
 /// alias, or "did you mean"), what is stale, what is built from where.
-pub fn plan_restore(ctx: &Context, state: &State, name: &str, no_build: bool) -> Result<RestorePlan> {
+pub fn plan_restore(
+    ctx: &Context,
+    state: &State,
+    name: &str,
+    no_build: bool,
+) -> Result<RestorePlan> {
     let canonical = resolve(ctx, state, name)?;
     if let Some(r) = state.checkpoints.get(&canonical) {
         if !is_stale(&ctx.lab, r) {
@@ -66,14 +71,22 @@ pub fn plan_restore(ctx: &Context, state: &State, name: &str, no_build: bool) ->
         return Err(Error::NotBuilt { name: canonical });
     }
     // The deepest fresh checkpoint on the way, else base.
-    let fresh = |n: &str| state.checkpoints.get(n).is_some_and(|r| !is_stale(&ctx.lab, r));
+    let fresh = |n: &str| {
+        state
+            .checkpoints
+            .get(n)
+            .is_some_and(|r| !is_stale(&ctx.lab, r))
+    };
     let start = chain.iter().rposition(|c| fresh(&c.name));
     let (from, todo): (String, Vec<Checkpoint>) = match start {
         Some(i) => (
             chain[i].name.clone(),
             chain[i + 1..].iter().map(|c| (*c).clone()).collect(),
         ),
-        None => (BASE.to_string(), chain.iter().map(|c| (*c).clone()).collect()),
+        None => (
+            BASE.to_string(),
+            chain.iter().map(|c| (*c).clone()).collect(),
+        ),
     };
     if !fresh(&from) {
         return Err(Error::NoBase);

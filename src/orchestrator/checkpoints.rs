@@ -93,7 +93,8 @@ pub(crate) async fn remove_volumes(ctx: &Context, vols: &[String]) {
     })
     .await;
     if let Err(e) = r {
-        ctx.ui.warn(&format!("could not delete old checkpoint files: {e}"));
+        ctx.ui
+            .warn(&format!("could not delete old checkpoint files: {e}"));
     }
 }
 
@@ -160,7 +161,11 @@ pub async fn remove(ctx: &Context, name: &str, recursive: bool) -> Result<Vec<St
             children: order[1..].join(", "),
         });
     }
-    if let Some(c) = state.current.as_deref().filter(|c| order.iter().any(|o| o == c)) {
+    if let Some(c) = state
+        .current
+        .as_deref()
+        .filter(|c| order.iter().any(|o| o == c))
+    {
         return Err(Error::InUse(c.to_string()));
     }
     let volumes = forget(&mut state, &order);
@@ -172,7 +177,11 @@ pub async fn remove(ctx: &Context, name: &str, recursive: bool) -> Result<Vec<St
 
 /// Saves the state with these volumes marked for removal, deletes them, and clears the mark: a command killed
 /// half-way leaves the mark, and the next command finishes the job.
-pub(crate) async fn remove_recorded(ctx: &Context, state: &mut State, volumes: &[String]) -> Result<()> {
+pub(crate) async fn remove_recorded(
+    ctx: &Context,
+    state: &mut State,
+    volumes: &[String],
+) -> Result<()> {
     if !volumes.is_empty() {
         state.pending = Some(Pending::Remove {
             volumes: volumes.to_vec(),
@@ -272,12 +281,7 @@ pub async fn list(ctx: &Context) -> Result<Vec<Listed>> {
                 .or_else(|| def.map(|d| d.after.clone())),
             created: rec.map(|r| r.created.clone()),
             size: rec
-                .map(|r| {
-                    record_volumes(r)
-                        .iter()
-                        .filter_map(|v| sizes.get(v))
-                        .sum()
-                })
+                .map(|r| record_volumes(r).iter().filter_map(|v| sizes.get(v)).sum())
                 .unwrap_or(0),
             memory: rec.is_some_and(|r| r.memory),
             built: rec.is_some(),
@@ -286,7 +290,9 @@ pub async fn list(ctx: &Context) -> Result<Vec<Listed>> {
             description: def
                 .and_then(|d| d.description.clone())
                 .or_else(|| (n == BASE).then(|| "the machines right after `lab up`".into()))
-                .or_else(|| (n == UNDO).then(|| "the state the last restore replaced (disks only)".into())),
+                .or_else(|| {
+                    (n == UNDO).then(|| "the state the last restore replaced (disks only)".into())
+                }),
             aliases: def.map(|d| d.aliases.clone()).unwrap_or_default(),
             current: state.current.as_deref() == Some(n.as_str()),
             name: n,
@@ -372,8 +378,15 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        let known = vec!["worker-done".to_string(), "cluster-done".into(), "base".into()];
-        assert_eq!(suggest("woker-done", known.clone()).as_deref(), Some("worker-done"));
+        let known = vec![
+            "worker-done".to_string(),
+            "cluster-done".into(),
+            "base".into(),
+        ];
+        assert_eq!(
+            suggest("woker-done", known.clone()).as_deref(),
+            Some("worker-done")
+        );
         assert_eq!(suggest("bse", known.clone()).as_deref(), Some("base"));
         assert_eq!(suggest("nosuch", known), None);
     }

@@ -19,9 +19,9 @@ pub async fn destroy(ctx: &Context, purge_cache: bool) -> Result<()> {
     }
 
     let domains = lab_domains(ctx).await?;
-    let work = domains.into_iter().map(|d| async move {
-        call(&ctx.hv, move |hv| hv.remove_domain(&d).map(|_| d)).await
-    });
+    let work = domains
+        .into_iter()
+        .map(|d| async move { call(&ctx.hv, move |hv| hv.remove_domain(&d).map(|_| d)).await });
     for r in futures_util::future::join_all(work).await {
         match r {
             Ok(d) => ctx.ui.info(&format!("removed machine {d}")),

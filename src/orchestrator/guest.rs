@@ -97,7 +97,11 @@ impl ConsoleWatch {
             names::vol::console_log(&self.machine),
             self.from,
         );
-        let Ok(v) = call(&ctx.hv, move |hv| hv.read_volume(&pool, &vol, from, 4 << 20)).await else {
+        let Ok(v) = call(&ctx.hv, move |hv| {
+            hv.read_volume(&pool, &vol, from, 4 << 20)
+        })
+        .await
+        else {
             return Ok(());
         };
         let text = printable(&v.bytes);
@@ -150,7 +154,8 @@ pub async fn wait_ready(
                 ctx.check_cancel(&format!("{} was still booting", t.machine))?
             }
             Patience::UntilHurried if ctx.cancel.is_hurried() => {
-                ctx.ui.warn(&format!("{}: not waiting for it to be ready", t.machine));
+                ctx.ui
+                    .warn(&format!("{}: not waiting for it to be ready", t.machine));
                 return Ok(());
             }
             Patience::UntilHurried => {}
@@ -254,7 +259,8 @@ pub async fn set_clock(ctx: &Context, machine: &str, agent_wait: Duration) -> Re
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
                 if ctx.cancel.is_hurried() {
-                    ctx.ui.warn(&format!("{machine}: not waiting to set its clock"));
+                    ctx.ui
+                        .warn(&format!("{machine}: not waiting to set its clock"));
                     return Ok(());
                 }
                 match ssh_set_clock(&t, &keys).await {
@@ -600,7 +606,10 @@ mod tests {
             dead_boot(broken).as_deref(),
             Some("[    2.1] I/O error, dev vda, sector 413696 op 0x0:(READ) flags 0x80700")
         );
-        assert!(dead_boot("[   4.0] Kernel panic - not syncing: VFS: Unable to mount root fs").is_some());
+        assert!(
+            dead_boot("[   4.0] Kernel panic - not syncing: VFS: Unable to mount root fs")
+                .is_some()
+        );
         assert!(dead_boot("You are in emergency mode. After logging in, type...").is_some());
     }
 

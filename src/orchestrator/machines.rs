@@ -103,8 +103,13 @@ pub struct FreezeGuard {
 impl FreezeGuard {
     /// Makes the disks of the running machines among `machines` whole: frozen through the guest agent where
     /// there is one (they stay frozen until `thaw`), else synced over SSH; says which it could do neither for.
-    pub async fn flush(ctx: &Context, machines: &[String]) -> (FreezeGuard, BTreeMap<String, Flush>) {
-        let work = machines.iter().map(|m| async move { (m.clone(), flush_one(ctx, m).await) });
+    pub async fn flush(
+        ctx: &Context,
+        machines: &[String],
+    ) -> (FreezeGuard, BTreeMap<String, Flush>) {
+        let work = machines
+            .iter()
+            .map(|m| async move { (m.clone(), flush_one(ctx, m).await) });
         let done = futures_util::future::join_all(work).await;
         let guard = FreezeGuard {
             hv: ctx.hv.clone(),
@@ -174,7 +179,10 @@ async fn flush_one(ctx: &Context, machine: &str) -> Flush {
         return Flush::None;
     }
     // Freezing writes every file system's dirty data out, and holds new writes until the thaw.
-    if call(&ctx.hv, move |hv| hv.agent(&d, FREEZE, 60)).await.is_ok() {
+    if call(&ctx.hv, move |hv| hv.agent(&d, FREEZE, 60))
+        .await
+        .is_ok()
+    {
         return Flush::Frozen;
     }
     let synced = match ctx.target(machine) {
@@ -216,11 +224,7 @@ pub async fn thaw_restored(ctx: &Context, machine: &str) -> Result<()> {
         }
     })
     .await?;
-    tracing::debug!(
-        machine,
-        ms = started.elapsed().as_millis() as u64,
-        "thawed"
-    );
+    tracing::debug!(machine, ms = started.elapsed().as_millis() as u64, "thawed");
     r.map(drop).map_err(|e| Error::Thaw {
         machine: machine.into(),
         detail: e.to_string(),
@@ -238,7 +242,10 @@ pub async fn is_frozen(ctx: &Context, dom: &str) -> bool {
 /// Fails before any change when the lab's pool has less than `need` bytes free.
 pub async fn ensure_space(ctx: &Context, need: u64) -> Result<()> {
     let p = ctx.pool();
-    let (free, path) = call(&ctx.hv, move |hv| Ok((hv.pool_free(&p)?, hv.pool_path(&p)?))).await?;
+    let (free, path) = call(&ctx.hv, move |hv| {
+        Ok((hv.pool_free(&p)?, hv.pool_path(&p)?))
+    })
+    .await?;
     if free < need {
         return Err(Error::NoSpace {
             path: path.unwrap_or_else(|| ctx.pool()),

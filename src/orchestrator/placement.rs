@@ -138,12 +138,19 @@ mod tests {
     fn install(dir: &std::path::Path, dest: &str, sha: &str, input: &[u8]) -> bool {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        std::fs::write(bin.join("sudo"), "#!/bin/sh\n[ \"$1\" = -n ] && shift\nexec \"$@\"\n").unwrap();
+        std::fs::write(
+            bin.join("sudo"),
+            "#!/bin/sh\n[ \"$1\" = -n ] && shift\nexec \"$@\"\n",
+        )
+        .unwrap();
         std::fs::set_permissions(bin.join("sudo"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut child = Command::new("bash")
             .arg("-c")
             .arg(install_command(dest, 0o640, sha))
-            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
             .stdin(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

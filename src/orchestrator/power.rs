@@ -82,7 +82,8 @@ pub async fn stop(ctx: &Context, shutdown: bool) -> Result<()> {
         .map(|(m, _)| m.clone())
         .collect();
     if on.is_empty() {
-        ctx.ui.info(&format!("lab `{}` is already stopped", ctx.lab.name));
+        ctx.ui
+            .info(&format!("lab `{}` is already stopped", ctx.lab.name));
         return Ok(());
     }
     state.pending = Some(Pending::Stop);
@@ -113,7 +114,10 @@ pub async fn stop(ctx: &Context, shutdown: bool) -> Result<()> {
             "memory saved, nothing lost"
         }
     ));
-    ctx.check_cancel(&format!("the stop finished first: lab `{}` is stopped", ctx.lab.name))
+    ctx.check_cancel(&format!(
+        "the stop finished first: lab `{}` is stopped",
+        ctx.lab.name
+    ))
 }
 
 /// Pauses the machines together, then saves each one's memory. If a save fails, the machines already saved are
@@ -263,7 +267,10 @@ pub async fn start(ctx: &Context) -> Result<()> {
         ctx.lab.name,
         resumed.as_secs_f64()
     ));
-    ctx.check_cancel(&format!("the start finished first: lab `{}` runs", ctx.lab.name))
+    ctx.check_cancel(&format!(
+        "the start finished first: lab `{}` runs",
+        ctx.lab.name
+    ))
 }
 
 /// Whether every machine of the lab is stopped (saved or shut off): `up` then starts it.

@@ -64,7 +64,10 @@ async fn repair(ctx: &Context) -> Result<()> {
     let said = match pending {
         Pending::Up { fresh: true } => {
             destroy(&calm, false).await?;
-            return say(ctx, "removed what the interrupted first `lab up` had made".into());
+            return say(
+                ctx,
+                "removed what the interrupted first `lab up` had made".into(),
+            );
         }
         Pending::Destroy => {
             destroy(&calm, false).await?;
@@ -138,7 +141,9 @@ async fn wake(ctx: &Context) -> Result<String> {
             call(&ctx.hv, move |hv| hv.resume_domain(&d2)).await?;
             done.push(format!("resumed {d}"));
         }
-        if matches!(st, Some(DomainState::Paused | DomainState::Running)) && is_frozen(ctx, &d).await {
+        if matches!(st, Some(DomainState::Paused | DomainState::Running))
+            && is_frozen(ctx, &d).await
+        {
             let machine = d
                 .strip_prefix(&names::domain(&ctx.lab.name, ""))
                 .unwrap_or(&d)

@@ -156,11 +156,7 @@ async fn prepare(ctx: &Context, plan: &Plan, original: &State) -> Result<Option<
 
 /// Memory-restored machines resume together: the lab goes on from one instant, as it was saved (a machine woken
 /// before its peers could, say, call an election its cluster did not need).
-async fn resume(
-    ctx: &Context,
-    plan: &Plan,
-    loaded: &BTreeMap<String, ConsoleWatch>,
-) -> Result<()> {
+async fn resume(ctx: &Context, plan: &Plan, loaded: &BTreeMap<String, ConsoleWatch>) -> Result<()> {
     if !plan.memory {
         return Ok(());
     }
@@ -171,11 +167,7 @@ async fn resume(
 }
 
 /// Thaws the guests whose memory state was saved with frozen file systems.
-async fn thaw(
-    ctx: &Context,
-    plan: &Plan,
-    loaded: &BTreeMap<String, ConsoleWatch>,
-) -> Vec<Error> {
+async fn thaw(ctx: &Context, plan: &Plan, loaded: &BTreeMap<String, ConsoleWatch>) -> Vec<Error> {
     let thaws = plan
         .moves
         .iter()
@@ -374,7 +366,12 @@ async fn make_overlays(ctx: &Context, plan: &Plan) -> Result<()> {
 /// booted). Returns the console mark of a boot.
 async fn load(ctx: &Context, mv: &Move) -> Result<ConsoleWatch> {
     let console = ConsoleWatch::start(ctx, &mv.machine).await;
-    let (d, x, mem, defined) = (mv.dom.clone(), mv.domain_xml.clone(), mv.memory.clone(), mv.defined);
+    let (d, x, mem, defined) = (
+        mv.dom.clone(),
+        mv.domain_xml.clone(),
+        mv.memory.clone(),
+        mv.defined,
+    );
     let t = Instant::now();
     call(&ctx.hv, move |hv| {
         if defined {
@@ -398,12 +395,7 @@ async fn load(ctx: &Context, mv: &Move) -> Result<ConsoleWatch> {
 }
 
 /// The state after a restore: the new disks, `undo`, the current checkpoint; then the files that went out of use.
-async fn record(
-    ctx: &Context,
-    state: &mut State,
-    plan: &Plan,
-    undo: Option<Record>,
-) -> Result<()> {
+async fn record(ctx: &Context, state: &mut State, plan: &Plan, undo: Option<Record>) -> Result<()> {
     for mv in &plan.moves {
         if let Some(g) = super::checkpoints::generation_of(&mv.machine, &mv.new_disk) {
             state.active.insert(mv.machine.clone(), g);
@@ -425,10 +417,8 @@ async fn wait(ctx: &Context, plan: &Plan, consoles: &BTreeMap<String, ConsoleWat
         let mv = plan.mv(&m);
         if plan.memory {
             let agent_wait = Duration::from_secs(if mv.thaw { 10 } else { 1 });
-            let (clock, sshd) = tokio::join!(
-                set_clock(ctx, &m, agent_wait),
-                wait_sshd(ctx, &t, deadline)
-            );
+            let (clock, sshd) =
+                tokio::join!(set_clock(ctx, &m, agent_wait), wait_sshd(ctx, &t, deadline));
             clock.and(sshd)
         } else {
             wait_ready(ctx, &t, deadline, &consoles[&m], Patience::UntilHurried).await

@@ -56,7 +56,11 @@ pub async fn snapshot(
             // Nothing is recorded; the machines run on (those saved on their new overlay, which `generations`
             // reads back from libvirt). `save` removed the memory files it wrote.
             let errors = [saved.err(), thawed.err()].into_iter().flatten().collect();
-            return abandon(ctx, state, Error::all("taking the snapshot", errors).expect("an error"));
+            return abandon(
+                ctx,
+                state,
+                Error::all("taking the snapshot", errors).expect("an error"),
+            );
         }
     };
     for (m, (_, next)) in &gens {
@@ -197,7 +201,10 @@ async fn take(
         let snap = xml::external_snapshot(&format!("lab-{gen}"), mem_path.as_deref(), &next);
         let flushed = flushed.get(&m).copied().unwrap_or_default();
         async move {
-            call(&ctx.hv, move |hv| hv.external_snapshot(&d, &snap, disk_only)).await?;
+            call(&ctx.hv, move |hv| {
+                hv.external_snapshot(&d, &snap, disk_only)
+            })
+            .await?;
             Ok(MachineRecord {
                 layer,
                 memory,

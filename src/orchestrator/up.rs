@@ -60,9 +60,8 @@ pub async fn up(ctx: &Context, opts: &UpOptions) -> Result<()> {
         if e.is_interrupted() {
             ctx.ui.warn("interrupted: removing what this `up` made");
         } else {
-            ctx.ui.warn(&format!(
-                "`up` failed; removing what it made (--keep-on-failure keeps it): {e}"
-            ));
+            ctx.ui
+                .warn("`up` failed (the error follows); removing what it made (--keep-on-failure keeps it)");
         }
         if let Err(d) = destroy(ctx, false).await {
             ctx.ui.warn(&format!("could not remove everything: {d}"));
@@ -149,7 +148,14 @@ async fn up_phases(ctx: &Context, existed: Option<State>) -> Result<()> {
     ctx.save(&state)?;
     // `base`: the lab right after `up`, so any lesson can be rebuilt and the lab reset.
     if !state.checkpoints.contains_key(BASE) {
-        super::snapshot(ctx, BASE, false, false, Some(crate::checkpoint::base_key(lab))).await?;
+        super::snapshot(
+            ctx,
+            BASE,
+            false,
+            false,
+            Some(crate::checkpoint::base_key(lab)),
+        )
+        .await?;
     }
     phases.done("base");
     Ok(())
@@ -163,8 +169,10 @@ async fn host_checks(ctx: &Context, fresh: bool) -> Result<Accel> {
         }
     }
     let (arch, setting) = (ctx.lab.arch.qemu().to_string(), ctx.accel.clone());
-    let (accel, warning) =
-        call(&ctx.hv, move |hv| Ok(host::choose_accel(hv, &arch, &setting))).await??;
+    let (accel, warning) = call(&ctx.hv, move |hv| {
+        Ok(host::choose_accel(hv, &arch, &setting))
+    })
+    .await??;
     if let Some(w) = warning {
         ctx.ui.warn(&w);
     }
@@ -212,10 +220,13 @@ async fn upload_image(
     })
     .await?;
     match existing {
-        Some(x) if state.upload_complete(vol) != Some(false) && x.physical == f.size => return Ok(()),
+        Some(x) if state.upload_complete(vol) != Some(false) && x.physical == f.size => {
+            return Ok(())
+        }
         Some(_) => {
-            ctx.ui
-                .warn(&format!("{vol} is an incomplete upload (interrupted?); uploading it again"));
+            ctx.ui.warn(&format!(
+                "{vol} is an incomplete upload (interrupted?); uploading it again"
+            ));
             let (pool, v) = (ctx.pool(), vol.to_string());
             call(&ctx.hv, move |hv| hv.delete_volume(&pool, &v)).await?;
         }
@@ -239,7 +250,10 @@ async fn upload_image(
     let r = call(&ctx.hv, move |hv| {
         let file = std::fs::File::open(&path)
             .map_err(|e| crate::libvirt::Error::other("read", path.display().to_string(), e))?;
-        let mut data = CancelReader { inner: file, cancel };
+        let mut data = CancelReader {
+            inner: file,
+            cancel,
+        };
         hv.create_volume(&pool, &xml::volume(&v, size, &fmt))?;
         let half = std::sync::atomic::AtomicBool::new(false);
         let sent = hv.upload_volume(&pool, &v, &mut data, size, &|n| {
@@ -250,7 +264,11 @@ async fn upload_image(
             }
         });
         let verified = sent.and_then(|()| {
-            let got = hv.volumes(&pool)?.into_iter().find(|x| x.name == v).map_or(0, |x| x.physical);
+            let got = hv
+                .volumes(&pool)?
+                .into_iter()
+                .find(|x| x.name == v)
+                .map_or(0, |x| x.physical);
             if got == size {
                 Ok(())
             } else {
@@ -270,7 +288,9 @@ async fn upload_image(
     ctx.ui
         .bytes_done(&label, if r.is_ok() { "uploaded" } else { "failed" });
     if ctx.cancel.is_interrupted() && r.is_err() {
-        return Err(Error::Interrupted(format!("the upload of {vol} was stopped")));
+        return Err(Error::Interrupted(format!(
+            "the upload of {vol} was stopped"
+        )));
     }
     r?;
     state.set_upload_complete(vol, true);
