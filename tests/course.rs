@@ -154,14 +154,11 @@ fn rendered_plans() {
     }
 }
 
-/// Opt-in: builds `cluster-done` on the real course lab and runs every checkpoint's checks. Needs internet (the
+/// Opt-in (tests/run.sh skips it): builds `cluster-done` on the real course lab and runs every checkpoint's checks. Needs internet (the
 /// course's images and binaries) and a host that runs three 2 GiB machines.
 #[test]
+#[ignore = "needs internet and a host for three 2 GiB machines: cargo test --test course -- --ignored"]
 fn course_builds_cluster_done_and_every_check_passes() {
-    if std::env::var("LAB_COURSE_E2E").as_deref() != Ok("1") {
-        eprintln!("skipping the course end-to-end test: set LAB_COURSE_E2E=1 on a machine with internet access");
-        return;
-    }
     let lab = env!("CARGO_BIN_EXE_lab");
     let run = |args: &[&str]| {
         let st = Command::new(lab).args(args).status().expect("run lab");

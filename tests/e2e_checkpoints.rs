@@ -62,7 +62,7 @@ fn now() -> f64 {
 }
 
 #[test]
-#[ignore = "needs libvirt: LAB_E2E=1"]
+#[ignore = "needs root and libvirtd: tests/run.sh runs it"]
 fn checkpoints_end_to_end() {
     let before = host_objects();
     let lab = test_lab("ckpt", 13, CHECKPOINTS);

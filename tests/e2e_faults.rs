@@ -262,7 +262,7 @@ fn records(f: &Faults) -> BTreeSet<String> {
 }
 
 #[test]
-#[ignore = "needs libvirt: LAB_E2E=1"]
+#[ignore = "needs root and libvirtd: tests/run.sh runs it"]
 fn every_phase_survives_kill_and_ctrl_c() {
     let before_all = host_objects();
     let lab = test_lab("faults", 16, CHECKPOINTS);

@@ -69,7 +69,7 @@ fn start_sshd() -> Sshd {
 }
 
 #[test]
-#[ignore = "needs libvirt: LAB_E2E=1"]
+#[ignore = "needs root and libvirtd: tests/run.sh runs it"]
 fn lab_on_a_remote_libvirt_host() {
     let before = host_objects();
     let sshd = start_sshd();

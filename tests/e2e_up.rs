@@ -6,7 +6,7 @@ use common::*;
 use std::sync::atomic::Ordering;
 
 #[test]
-#[ignore = "needs libvirt: LAB_E2E=1"]
+#[ignore = "needs root and libvirtd: tests/run.sh runs it"]
 fn up_ssh_status_destroy_leaves_host_as_it_was() {
     let before = host_objects();
     let lab = test_lab("up", 11, "");
@@ -103,7 +103,7 @@ fn up_ssh_status_destroy_leaves_host_as_it_was() {
 }
 
 #[test]
-#[ignore = "needs libvirt: LAB_E2E=1"]
+#[ignore = "needs root and libvirtd: tests/run.sh runs it"]
 fn bad_lab_file_is_exit_2_and_creates_nothing() {
     let before = host_objects();
     let lab = test_lab(
@@ -123,7 +123,7 @@ fn bad_lab_file_is_exit_2_and_creates_nothing() {
 }
 
 #[test]
-#[ignore = "needs libvirt: LAB_E2E=1"]
+#[ignore = "needs root and libvirtd: tests/run.sh runs it"]
 fn subnet_clash_is_refused_before_anything_is_made() {
     let before = host_objects();
     // A libvirt network of someone else's on the lab's subnet.
@@ -155,7 +155,7 @@ fn subnet_clash_is_refused_before_anything_is_made() {
 }
 
 #[test]
-#[ignore = "needs libvirt: LAB_E2E=1"]
+#[ignore = "needs root and libvirtd: tests/run.sh runs it"]
 fn a_machine_that_cannot_boot_fails_fast_with_its_console() {
     let before = host_objects();
     let lab = test_lab("deadboot", 18, "");

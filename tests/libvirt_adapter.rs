@@ -1,6 +1,6 @@
 //! The libvirt adapter on libvirt's in-process test driver (`test:///default`): no libvirtd, no VMs, real API.
 //! The last test runs the volume work the test driver lacks (upload, download, physical sizes, backing files, files
-//! libvirt did not create) on `qemu:///system`, with the end-to-end tests (LAB_E2E=1).
+//! libvirt did not create) on `qemu:///system`, with the end-to-end tests (ignored unless asked for: tests/run.sh runs them).
 
 use lab::libvirt::{DomainState, ErrorKind, Hypervisor, VirtHost};
 use lab::model::{load_str, Source};
@@ -259,20 +259,9 @@ fn unreachable_libvirt_is_classified_by_code_and_errno() {
     assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
 }
 
-/// End-to-end tests need root and libvirtd; they run when LAB_E2E=1 (set by tests/run.sh).
-fn e2e(test: &str) -> bool {
-    let on = std::env::var("LAB_E2E").as_deref() == Ok("1");
-    if !on {
-        eprintln!("skipping {test}: set LAB_E2E=1 (tests/run.sh does) to run it on qemu:///system");
-    }
-    on
-}
-
 #[test]
+#[ignore = "needs root and libvirtd: tests/run.sh runs it"]
 fn volumes_on_qemu_system() {
-    if !e2e("volumes_on_qemu_system") {
-        return;
-    }
     let hv = VirtHost::connect("qemu:///system").unwrap();
     let v = hv.version().unwrap();
     assert!(v.hypervisor.starts_with("QEMU "), "{v:?}");
