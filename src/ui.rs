@@ -16,6 +16,13 @@ pub struct Ui {
     started: Instant,
 }
 
+/// One line on stderr; a reader that went away (`lab fetch 2>&1 | head -1`) is not an error: the line is dropped
+/// and the work goes on.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 impl Ui {
     pub fn new(quiet: bool) -> Ui {
         let fancy = !quiet && std::io::stderr().is_terminal();
@@ -38,9 +45,12 @@ impl Ui {
             return;
         }
         if self.fancy {
-            self.multi.suspend(|| eprintln!("{text}"));
+            self.multi.suspend(|| say(text));
         } else {
-            eprintln!("[{:>6.1}s] {text}", self.started.elapsed().as_secs_f64());
+            say(&format!(
+                "[{:>6.1}s] {text}",
+                self.started.elapsed().as_secs_f64()
+            ));
         }
     }
 
@@ -51,9 +61,9 @@ impl Ui {
     /// Warnings show even with `--quiet`.
     pub fn warn(&self, text: &str) {
         if self.fancy {
-            self.multi.suspend(|| eprintln!("warning: {text}"));
+            self.multi.suspend(|| say(&format!("warning: {text}")));
         } else {
-            eprintln!("warning: {text}");
+            say(&format!("warning: {text}"));
         }
     }
 

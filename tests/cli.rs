@@ -155,3 +155,169 @@ fn doctor_fails_without_libvirtd() {
         )
         .stderr(predicate::str::contains("panicked").not());
 }
+
+#[test]
+fn bad_option_values_are_exit_2_before_anything_runs() {
+    lab()
+        .args(["status"])
+        .env("LAB_ACCEL", "bogus")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid value 'bogus'"));
+    lab()
+        .args(["status", "--connect", "bogus"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a libvirt URI"));
+    lab()
+        .args(["fetch", "--mirror", "notaurl"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a URL"));
+}
+
+#[test]
+fn names_are_checked_against_the_lab_file_first_with_did_you_mean() {
+    lab()
+        .args(["ssh", "worker1", "--connect", "test:///default"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("no machine `worker1`")
+                .and(predicate::str::contains("did you mean `worker-1`")),
+        );
+    lab()
+        .args(["restore", "woker-done", "--connect", "test:///default"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "no checkpoint `woker-done` (did you mean `worker-done`?)",
+        ));
+    lab()
+        .args(["check", "nosuch", "--connect", "test:///default"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no checkpoint `nosuch`"));
+    // `up --at` with a name nobody knows fails at once: no connection, nothing made (the URI would not answer).
+    lab()
+        .args([
+            "up",
+            "--at",
+            "nosuch",
+            "--connect",
+            "qemu:///system?socket=/nonexistent/sock",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no checkpoint `nosuch`"));
+    // A lab that is not up: going to a lesson is what `up --at` does.
+    lab()
+        .args(["restore", "worker-done", "--connect", "test:///default"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("is not up")
+                .and(predicate::str::contains("`lab up --at worker-done`")),
+        );
+}
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let bin = assert_cmd::cargo::cargo_bin("lab");
+    for args in [
+        "validate",
+        "completions bash",
+        "--help",
+        "plan cluster-done",
+    ] {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -o pipefail; {} {args} 2>&1 | head -c 1 >/dev/null",
+                bin.display()
+            ))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args}: {err}"
+        );
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1) | Some(141)),
+            "{args}: {:?}",
+            out.status
+        );
+    }
+}
+
+#[test]
+fn checkpoints_of_a_lab_not_up_fit_80_columns_and_show_lessons() {
+    let out = lab()
+        .args(["checkpoints", "--connect", "test:///default"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for l in text.lines() {
+        assert!(
+            l.chars().count() <= 80,
+            "{} columns: {l}",
+            l.chars().count()
+        );
+    }
+    assert!(text.contains("\nbase"), "{text}");
+    assert!(text.contains("kubelet-done (worker-done)"), "{text}");
+    assert!(text.contains("Lesson 1 done"), "the descriptions: {text}");
+    assert!(text.contains("└─ "), "a tree: {text}");
+}
+
+#[test]
+fn conveniences() {
+    lab()
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("_lab"));
+    lab().args(["--help"]).assert().success().stdout(
+        predicate::str::contains("Examples:").and(predicate::str::contains("LAB_BOOT_TIMEOUT")),
+    );
+    let out = lab()
+        .args(["plan", "worker-done", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["containerd-done", "kubelet-done"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("course");
+    lab().args(["init"]).arg(&d).assert().success();
+    assert!(d.join("lab.toml").exists() && d.join("steps/01-containerd.sh").exists());
+    lab()
+        .arg("--file")
+        .arg(d.join("lab.toml"))
+        .arg("validate")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("k8s-hard-way"));
+    lab()
+        .args(["init"])
+        .arg(&d)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--force"));
+    lab()
+        .args(["ssh-config", "--connect", "test:///default"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is not up"));
+}

@@ -43,6 +43,16 @@ pub(crate) fn classify(
             ErrorKind::PermissionDenied
         }
         Some(N::NoConnect) => ErrorKind::Unreachable,
+        // Opening qemu:///system as a user who is not in the libvirt group asks polkit, over the system D-Bus; with
+        // no polkit agent or no system bus that fails in those domains: the user may not use this connection.
+        _ if call == Call::Connect
+            && matches!(
+                domain,
+                Some(ErrorDomain::Polkit | ErrorDomain::Dbus | ErrorDomain::Auth)
+            ) =>
+        {
+            ErrorKind::PermissionDenied
+        }
         Some(N::SystemError)
             if matches!(
                 io_kind,
@@ -142,6 +152,25 @@ pub(crate) fn error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polkit_and_dbus_while_connecting_mean_no_access() {
+        for d in [ErrorDomain::Polkit, ErrorDomain::Dbus] {
+            assert_eq!(
+                classify(
+                    Call::Connect,
+                    Some(ErrorNumber::InternalError),
+                    Some(d),
+                    None
+                ),
+                ErrorKind::PermissionDenied
+            );
+            assert_eq!(
+                classify(Call::Other, Some(ErrorNumber::InternalError), Some(d), None),
+                ErrorKind::Other
+            );
+        }
+    }
     use ErrorDomain as D;
     use ErrorNumber as N;
 

@@ -19,6 +19,8 @@ pub struct DomainInfo {
     pub disk: Option<String>,
     /// `<domain type='kvm'>` (hardware virtualization) rather than `qemu` (emulation).
     pub kvm: bool,
+    /// The libvirt networks its interfaces are attached to (`<interface type='network'><source network=…/>`).
+    pub networks: Vec<String>,
 }
 
 /// An element in no namespace (libvirt's own elements) with this name.
@@ -69,7 +71,16 @@ pub fn domain_info(xml: &str) -> Option<DomainInfo> {
             .and_then(|s| s.attribute("file"))
             .map(str::to_string)
     });
+    let networks = child(root, "devices")
+        .map(|devs| {
+            devs.children()
+                .filter(|d| is(d, "interface") && d.attribute("type") == Some("network"))
+                .filter_map(|d| child(d, "source")?.attribute("network").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     Some(DomainInfo {
+        networks,
         name,
         lab: stamp.and_then(|s| stamp_attr(s, "lab")),
         machine: stamp.and_then(|s| stamp_attr(s, "name")),
@@ -179,6 +190,15 @@ mod tests {
       <alias name='virtio-disk0'/>
       <address type='pci' domain='0x0000' bus='0x02' slot='0x00' function='0x0'/>
     </disk>
+    <interface type='network'>
+      <mac address='52:54:00:12:34:56'/>
+      <source network='lab-demo' portid='0c9a7a3e-0000-4000-8000-000000000001' bridge='labab12cd34'/>
+      <target dev='vnet3'/>
+      <model type='virtio'/>
+    </interface>
+    <interface type='bridge'>
+      <source bridge='br0'/>
+    </interface>
     <serial type='pty'>
       <source path='/dev/pts/3'/>
       <log file='/var/lib/libvirt/images/lab-demo/node1.console.log' append='on'/>
@@ -206,6 +226,7 @@ mod tests {
                 machine: Some("node1".into()),
                 disk: Some("/var/lib/libvirt/images/lab-demo/node1.active-2.qcow2".into()),
                 kvm: true,
+                networks: vec!["lab-demo".into()],
             }
         );
     }

@@ -262,7 +262,7 @@ async fn run_step(ctx: &Context, checkpoint: &str, n: usize, step: &Step) -> Res
         }
         StepAction::Copy(copies) => {
             for c in copies {
-                let src = ctx.target(&c.from_machine)?;
+                let src = super::power::reach(ctx, &c.from_machine).await?;
                 let out = ssh::run(
                     &src,
                     &ctx.keys(),
@@ -282,7 +282,7 @@ async fn run_step(ctx: &Context, checkpoint: &str, n: usize, step: &Step) -> Res
                 let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out.stdout));
                 let cmd = install_command(&c.to_path, c.mode, &sha);
                 for m in &step.machines {
-                    let t = ctx.target(m)?;
+                    let t = super::power::reach(ctx, m).await?;
                     let o = ssh::run(&t, &ctx.keys(), &cmd, Some(&out.stdout), limit).await?;
                     if o.code != 0 {
                         return Err(Error::Remote {
@@ -355,7 +355,7 @@ pub async fn check(ctx: &Context, name: Option<&str>) -> Result<Vec<CheckResult>
 }
 
 async fn run_check(ctx: &Context, machine: &str, script: &str) -> Result<ssh::Output> {
-    let t = ctx.target(machine)?;
+    let t = super::power::reach(ctx, machine).await?;
     Ok(ssh::run(
         &t,
         &ctx.keys(),

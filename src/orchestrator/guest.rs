@@ -441,7 +441,7 @@ pub async fn run_root_streaming(
     limit: Duration,
 ) -> Result<i32> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let t = ctx.target(machine)?;
+    let t = super::power::reach(ctx, machine).await?;
     let mut c = t.command(&ctx.keys(), "sudo -n bash -s");
     c.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

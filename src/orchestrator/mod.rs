@@ -54,14 +54,19 @@ pub enum Error {
     },
     #[error("`{name}` exists in libvirt but was not made by lab `{lab}`")]
     NameTaken { lab: String, name: String },
-    #[error("no machine `{machine}` in lab `{lab}` (machines: {known})")]
+    #[error("no machine `{machine}` in lab `{lab}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
     UnknownMachine {
         lab: String,
         machine: String,
         known: String,
+        suggestion: Option<String>,
     },
-    #[error("{machine} is {state}, not running")]
+    #[error("{machine} is not running ({state})")]
     NotRunning { machine: String, state: String },
+    #[error("{machine} is not on the lab's network {network} (or that network is down)")]
+    OffNetwork { machine: String, network: String },
+    #[error("lab `{lab}` is not up")]
+    NotUpFor { lab: String, checkpoint: String },
     #[error("{machine} did not answer SSH within {secs} s{console}")]
     BootTimeout {
         machine: String,
@@ -172,7 +177,11 @@ impl Error {
             Error::NotUp(_) => Some("run `lab up` first".into()),
             Error::OtherUri { uri, .. } => Some(format!("use --connect {uri}, or `lab destroy` it there first")),
             Error::NameTaken { .. } => Some("rename the lab (name = … in the lab file) or remove that object".into()),
-            Error::UnknownMachine { .. } => Some("`lab status` lists the machines".into()),
+            Error::UnknownMachine { known, .. } => Some(format!("the lab's machines: {known}")),
+            Error::OffNetwork { .. } => Some("`lab up` repairs the lab's network".into()),
+            Error::NotUpFor { checkpoint, .. } => {
+                Some(format!("`lab up --at {checkpoint}` makes the lab and goes there"))
+            }
             Error::NotRunning { state, .. } if state == "absent" => Some("`lab up` makes and starts the lab".into()),
             Error::NotRunning { .. } => Some("`lab start` starts a stopped lab (`lab up` does too)".into()),
             Error::BootTimeout { .. } | Error::Died { .. } => {
@@ -233,6 +242,14 @@ impl Error {
     pub fn is_interrupted(&self) -> bool {
         matches!(self, Error::Interrupted(_))
     }
+
+    /// A name the user typed that the lab file does not know: bad usage (exit 2), found before any work.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::UnknownMachine { .. } | Error::NoCheckpoint { .. } | Error::NoChecks(_)
+        )
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -265,20 +282,15 @@ impl Context {
     }
 
     pub fn target(&self, machine: &str) -> Result<Target> {
-        let m = self
-            .lab
-            .machine(machine)
-            .ok_or_else(|| Error::UnknownMachine {
+        let m = self.lab.machine(machine).ok_or_else(|| {
+            let known: Vec<String> = self.lab.machines.iter().map(|m| m.name.clone()).collect();
+            Error::UnknownMachine {
                 lab: self.lab.name.clone(),
                 machine: machine.into(),
-                known: self
-                    .lab
-                    .machines
-                    .iter()
-                    .map(|m| m.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+                known: known.join(", "),
+                suggestion: checkpoints::suggest(machine, known),
+            }
+        })?;
         Ok(Target::new(&self.lab, m, self.hv.uri()))
     }
 

@@ -61,7 +61,7 @@ fn fault(command: &str, phase: &str, cancel: &Cancel) {
     let Some(f) = wanted(command, phase) else {
         return;
     };
-    eprintln!("LAB_TEST_FAULT: {f} after {command}:{phase}");
+    crate::ui::say(&format!("LAB_TEST_FAULT: {f} after {command}:{phase}"));
     match f.as_str() {
         // SAFETY: sending a signal to this process has no memory-safety preconditions.
         "kill" => unsafe {
@@ -83,6 +83,8 @@ fn fault(command: &str, phase: &str, cancel: &Cancel) {
                 cancel.interrupt();
             }
         }
-        other => eprintln!("LAB_TEST_FAULT: unknown fault `{other}` (kill, int, int2)"),
+        other => crate::ui::say(&format!(
+            "LAB_TEST_FAULT: unknown fault `{other}` (kill, int, int2)"
+        )),
     }
 }

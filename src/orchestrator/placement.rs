@@ -33,7 +33,7 @@ async fn remote_sums(
     keys: &Keys,
     paths: &[&str],
 ) -> Result<BTreeMap<String, String>> {
-    let t = ctx.target(machine)?;
+    let t = super::power::reach(ctx, machine).await?;
     let list: Vec<String> = paths.iter().map(|p| shell_quote(p)).collect();
     let cmd = format!("sudo -n sha256sum {} 2>/dev/null; true", list.join(" "));
     let out = ssh::run(&t, keys, &cmd, None, Duration::from_secs(300)).await?;
@@ -55,7 +55,7 @@ async fn place_machine(
 ) -> Result<usize> {
     let paths: Vec<&str> = wanted.iter().map(|(d, _)| d.dest_path.as_str()).collect();
     let have = remote_sums(ctx, machine, keys, &paths).await?;
-    let t = ctx.target(machine)?;
+    let t = super::power::reach(ctx, machine).await?;
     let mut sent = 0;
     for (d, f) in wanted {
         if have.get(&d.dest_path) == Some(&f.sha256) {

@@ -293,3 +293,50 @@ pub async fn require_running(ctx: &Context) -> Result<()> {
     }
     Ok(())
 }
+
+/// The machine's SSH target, once libvirt says the machine runs and is attached to the lab's network, which is up.
+/// lab never connects to a machine's address otherwise: with no lab network, 172.16.x goes out the host's default
+/// route to whoever answers there.
+pub async fn reach(ctx: &Context, machine: &str) -> Result<crate::ssh::Target> {
+    let t = ctx.target(machine)?;
+    let (d, net) = (
+        ctx.dom(machine),
+        crate::render::names::network(&ctx.lab.name),
+    );
+    let (state, on_net) = call(&ctx.hv, move |hv| {
+        let state = hv.domain_state(&d)?;
+        let attached = hv
+            .domain_info(&d)?
+            .is_some_and(|i| i.networks.contains(&net));
+        let up = hv.networks()?.iter().any(|n| n.name == net && n.active);
+        Ok((state, attached && up))
+    })
+    .await?;
+    if state != Some(DomainState::Running) {
+        return Err(Error::NotRunning {
+            machine: machine.into(),
+            state: state.map_or("absent".into(), |s| s.to_string()),
+        });
+    }
+    if !on_net {
+        return Err(Error::OffNetwork {
+            machine: machine.into(),
+            network: crate::render::names::network(&ctx.lab.name),
+        });
+    }
+    Ok(t)
+}
+
+/// Fails unless the machine runs (for the serial console, which needs no network).
+pub async fn require_running_machine(ctx: &Context, machine: &str) -> Result<()> {
+    ctx.target(machine)?;
+    let d = ctx.dom(machine);
+    let state = call(&ctx.hv, move |hv| hv.domain_state(&d)).await?;
+    match state {
+        Some(DomainState::Running | DomainState::Paused) => Ok(()),
+        other => Err(Error::NotRunning {
+            machine: machine.into(),
+            state: other.map_or("absent".into(), |s| s.to_string()),
+        }),
+    }
+}

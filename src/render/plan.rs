@@ -62,3 +62,48 @@ pub fn describe(c: &Checkpoint) -> String {
     }
     out
 }
+
+/// The plan as data (`lab plan --json`): each checkpoint of the chain with its steps and checks.
+pub fn plan_json(lab: &Lab, name: &str) -> Option<serde_json::Value> {
+    let chain = lab.checkpoint_chain(name)?;
+    Some(serde_json::Value::Array(
+        chain
+            .into_iter()
+            .map(|c| {
+                let steps: Vec<serde_json::Value> = c
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        let action = match &s.action {
+                            StepAction::Script { path, text } => serde_json::json!({
+                                "script": path,
+                                "lines": text.lines().count(),
+                                "sha256": hex::encode(Sha256::digest(text.as_bytes())),
+                            }),
+                            StepAction::Run(r) => serde_json::json!({ "run": r }),
+                            StepAction::Copy(cs) => serde_json::json!({
+                                "copy": cs.iter().map(|c| serde_json::json!({
+                                    "from": format!("{}:{}", c.from_machine, c.from_path),
+                                    "to": c.to_path,
+                                    "mode": format!("{:o}", c.mode),
+                                })).collect::<Vec<_>>()
+                            }),
+                        };
+                        serde_json::json!({ "machines": s.machines, "action": action })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": c.name,
+                    "after": c.after,
+                    "aliases": c.aliases,
+                    "description": c.description,
+                    "steps": steps,
+                    "checks": c.checks.iter().map(|k| serde_json::json!({
+                        "name": k.name,
+                        "machines": k.machines,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    ))
+}
