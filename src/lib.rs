@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod download;
 pub mod fsutil;
 pub mod host;
+pub mod kit;
 pub mod libvirt;
 pub mod model;
 pub mod orchestrator;

@@ -18,13 +18,19 @@ pub enum Qcow2Error {
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, Qcow2Error> {
     Ok(u32::from_be_bytes(
-        b.get(at..at + 4).ok_or(Qcow2Error::Short)?.try_into().expect("4 bytes"),
+        b.get(at..at + 4)
+            .ok_or(Qcow2Error::Short)?
+            .try_into()
+            .expect("4 bytes"),
     ))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Result<u64, Qcow2Error> {
     Ok(u64::from_be_bytes(
-        b.get(at..at + 8).ok_or(Qcow2Error::Short)?.try_into().expect("8 bytes"),
+        b.get(at..at + 8)
+            .ok_or(Qcow2Error::Short)?
+            .try_into()
+            .expect("8 bytes"),
     ))
 }
 
@@ -65,13 +71,27 @@ mod tests {
         let base = dir.join("base.qcow2");
         let top = dir.join("top.qcow2");
         let ok = |args: &[&str]| {
-            let out = Command::new("qemu-img").args(args).output().expect("qemu-img (qemu-utils)");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("qemu-img")
+                .args(args)
+                .output()
+                .expect("qemu-img (qemu-utils)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         ok(&["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "16M"]);
         ok(&[
-            "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
-            base.to_str().unwrap(), top.to_str().unwrap(),
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            base.to_str().unwrap(),
+            top.to_str().unwrap(),
         ]);
         (base, top)
     }
@@ -90,10 +110,20 @@ mod tests {
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(v["backing-filename"], "base.qcow2");
-        assert_eq!(v["full-backing-filename"], base.to_str().unwrap(), "resolved in the layer's folder");
-        let check = Command::new("qemu-img").args(["check", "-q", top.to_str().unwrap()]).status().unwrap();
+        assert_eq!(
+            v["full-backing-filename"],
+            base.to_str().unwrap(),
+            "resolved in the layer's folder"
+        );
+        let check = Command::new("qemu-img")
+            .args(["check", "-q", top.to_str().unwrap()])
+            .status()
+            .unwrap();
         assert!(check.success());
-        assert_eq!(set_backing(&mut bytes, &"x".repeat(500)), Err(Qcow2Error::Longer));
+        assert_eq!(
+            set_backing(&mut bytes, &"x".repeat(500)),
+            Err(Qcow2Error::Longer)
+        );
         assert_eq!(backing(b"not an image at all"), Err(Qcow2Error::NotQcow2));
     }
 }
