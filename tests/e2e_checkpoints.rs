@@ -145,6 +145,49 @@ fn checkpoints_end_to_end() {
     lab.ok(&["restore", "undo"]);
     assert_eq!(both(&lab, "sudo cat /root/marker"), ["C2", "C2"]);
 
+    // `stop` frees the machines' memory (no QEMU process) and loses nothing; `start` brings the lab back at one
+    // instant with its clocks set.
+    lab.ssh(
+        "alpha",
+        "nohup sleep 100000 >/dev/null 2>&1 & echo $! > /tmp/sleeper2",
+    );
+    both(&lab, "echo S | sudo tee /root/stopmark");
+    lab.ok(&["stop"]);
+    let status: Value = serde_json::from_str(&lab.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["state"], "stopped", "{status}");
+    assert_eq!(status["machines"][0]["state"], "saved", "{status}");
+    for (m, _) in &lab.machines {
+        let qemu = std::process::Command::new("pgrep")
+            .args(["-f", &format!("guest=lab-{}-{m},", lab.name)])
+            .output()
+            .unwrap();
+        assert!(
+            !qemu.status.success(),
+            "{m}'s QEMU process is gone while stopped"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    lab.ok(&["start"]);
+    assert_eq!(both(&lab, "sudo cat /root/stopmark"), ["S", "S"]);
+    assert_eq!(
+        lab.ssh("alpha", "kill -0 $(cat /tmp/sleeper2)").0,
+        0,
+        "a process survives stop and start"
+    );
+    let t0 = now();
+    let (_, guest) = lab.ssh("alpha", "date +%s.%N");
+    let g: f64 = guest.trim().parse().unwrap();
+    assert!(
+        (g - t0).abs() < 3.0,
+        "guest clock {g} vs host {t0} after start"
+    );
+    // `stop --shutdown` powers the guests off; `up` starts a stopped lab.
+    lab.ok(&["stop", "--shutdown"]);
+    let status: Value = serde_json::from_str(&lab.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["machines"][1]["state"], "shut-off", "{status}");
+    lab.ok(&["up"]);
+    assert_eq!(both(&lab, "sudo cat /root/stopmark"), ["S", "S"]);
+
     // A two-step chain built from the lab file, through an alias, from base.
     lab.ok(&["restore", "module-done"]);
     assert_eq!(lab.ssh("alpha", "sudo cat /root/two").1.trim(), "two");

@@ -72,6 +72,35 @@ fn up_ssh_status_destroy_leaves_host_as_it_was() {
         assert_eq!(m["state"], "running");
     }
 
+    // Files to and from a machine, and an OpenSSH config that plain `ssh` takes.
+    std::fs::write(lab.path("hello.txt"), "hello\n").unwrap();
+    lab.ok(&[
+        "cp",
+        lab.path("hello.txt").to_str().unwrap(),
+        "alpha:/tmp/hello.txt",
+    ]);
+    lab.ok(&[
+        "cp",
+        "alpha:/tmp/hello.txt",
+        lab.path("back.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(lab.path("back.txt")).unwrap(),
+        "hello\n"
+    );
+    std::fs::write(lab.path("ssh_config"), lab.ok(&["ssh-config"])).unwrap();
+    let plain = std::process::Command::new("ssh")
+        .args(["-F"])
+        .arg(lab.path("ssh_config"))
+        .args(["-o", "BatchMode=yes", "beta", "hostname"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout).trim(),
+        "beta",
+        "{plain:?}"
+    );
+
     // A second `up` changes nothing: same volumes, no reboot, no download, nothing placed again.
     let objects_up = host_objects();
     let (_, boot_id) = lab.ssh("alpha", "cat /proc/sys/kernel/random/boot_id");
@@ -93,6 +122,19 @@ fn up_ssh_status_destroy_leaves_host_as_it_was() {
         "cache hits make no request"
     );
 
+    // Without the lab's network lab connects to nobody: the address would go out the default route.
+    let net = format!("lab-{}", lab.name);
+    std::process::Command::new("virsh")
+        .args(["-c", "qemu:///system", "net-destroy", &net])
+        .output()
+        .unwrap();
+    let out = lab.lab(&["ssh", "alpha", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not on the lab's network"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     lab.ok(&["destroy", "--yes"]);
     assert_eq!(host_objects(), before, "destroy leaves libvirt as it was");
     assert_eq!(
