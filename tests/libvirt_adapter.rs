@@ -62,8 +62,13 @@ fn networks_domains_and_pools_round_trip() {
     // Domain: defined with lab's stamp, started, paused, resumed, removed.
     let m = &l.machines[0];
     let dom = names::domain(&l.name, &m.name);
-    hv.define_domain(&xml::domain(&l, m, xml::Accel::Tcg, &paths()))
-        .unwrap();
+    hv.define_domain(&xml::domain(
+        &l,
+        m,
+        &xml::Hardware::new(xml::Accel::Tcg),
+        &paths(),
+    ))
+    .unwrap();
     assert_eq!(hv.domain_state(&dom).unwrap(), Some(DomainState::Shutoff));
     let info = hv.domain_info(&dom).unwrap().expect("defined");
     assert_eq!(info.name, dom);
@@ -172,7 +177,7 @@ fn taken_names_and_uuids_are_classified() {
 
     // A domain of the same name with another UUID.
     let m = &l.machines[0];
-    let dom_xml = xml::domain(&l, m, xml::Accel::Tcg, &paths());
+    let dom_xml = xml::domain(&l, m, &xml::Hardware::new(xml::Accel::Tcg), &paths());
     hv.define_domain(&dom_xml).unwrap();
     hv.define_domain(&dom_xml).unwrap(); // the same definition again is a redefinition
     let uuid = names::uuid("domain", &l.name, &m.name);
@@ -221,8 +226,13 @@ fn remove_domain_falls_back_to_the_flags_the_driver_knows() {
     let l = lab_named("flags", 52);
     let m = &l.machines[1];
     let dom = names::domain(&l.name, &m.name);
-    hv.define_domain(&xml::domain(&l, m, xml::Accel::Tcg, &paths()))
-        .unwrap();
+    hv.define_domain(&xml::domain(
+        &l,
+        m,
+        &xml::Hardware::new(xml::Accel::Tcg),
+        &paths(),
+    ))
+    .unwrap();
     hv.start_domain(&dom).unwrap();
     assert!(hv.remove_domain(&dom).unwrap());
     assert_eq!(hv.domain_state(&dom).unwrap(), None);

@@ -51,10 +51,41 @@ fn domain_xml_tcg_and_kvm() {
     let l = lab();
     insta::assert_snapshot!(
         "domain_tcg",
-        xml::domain(&l, &l.machines[1], Accel::Tcg, &paths("two"))
+        xml::domain(
+            &l,
+            &l.machines[1],
+            &xml::Hardware::new(Accel::Tcg),
+            &paths("two")
+        )
     );
-    let kvm = xml::domain(&l, &l.machines[1], Accel::Kvm, &paths("two"));
-    assert!(kvm.starts_with("<domain type='kvm'>") && kvm.contains("host-passthrough"));
+    // New machines get a named CPU model a memory state can move with, never the host's own CPU.
+    let kvm = xml::domain(
+        &l,
+        &l.machines[1],
+        &xml::Hardware::new(Accel::Kvm),
+        &paths("two"),
+    );
+    assert!(kvm.starts_with("<domain type='kvm'>") && !kvm.contains("host-passthrough"));
+    assert!(
+        kvm.contains("<model fallback='forbid'>Nehalem</model>"),
+        "{kvm}"
+    );
+    // The machines of older labs keep theirs, so their memory states still load.
+    let old = xml::domain(
+        &l,
+        &l.machines[1],
+        &xml::Hardware::legacy(Accel::Kvm),
+        &paths("two"),
+    );
+    assert!(old.contains("host-passthrough") && old.contains("<memballoon model='none'/>"));
+    // Read back, the hardware is what was rendered.
+    let hw = xml::Hardware {
+        machine: "pc-q35-7.2".into(),
+        ..xml::Hardware::new(Accel::Tcg)
+    };
+    let back =
+        lab::libvirt::xml_read::hardware(&xml::domain(&l, &l.machines[1], &hw, &paths("two")));
+    assert_eq!(back, Some(hw));
 }
 
 #[test]

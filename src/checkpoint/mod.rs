@@ -24,6 +24,10 @@ pub struct Record {
     pub key: Option<String>,
     /// Per machine: the frozen disk layer and the memory file, as volume names in the lab's pool.
     pub machines: BTreeMap<String, MachineRecord>,
+    /// The hardware the machines had when it was taken: what its memory states need to be loaded. None for a
+    /// checkpoint taken by an older lab (its machines had the legacy hardware).
+    #[serde(default)]
+    pub hardware: Option<crate::render::xml::Hardware>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

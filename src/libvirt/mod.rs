@@ -144,6 +144,8 @@ pub trait Hypervisor: Send + Sync {
     fn is_local(&self) -> bool;
     /// Whether libvirt offers KVM domains for this architecture.
     fn kvm_available(&self, arch: &str) -> Result<bool>;
+    /// The machine types the host's QEMU offers for this architecture (versioned names and aliases).
+    fn machine_types(&self, arch: &str) -> Result<Vec<String>>;
 
     fn networks(&self) -> Result<Vec<NetworkInfo>>;
     /// Defines (if missing) and starts (if inactive) a persistent network.
@@ -194,6 +196,8 @@ pub trait Hypervisor: Send + Sync {
     /// The domain's definition read through [`xml_read::domain_info`] (None: no such domain). For a running
     /// domain this is the definition it runs with (its disk after snapshots and restores).
     fn domain_info(&self, name: &str) -> Result<Option<DomainInfo>>;
+    /// The hardware the domain's guest sees now (read from its live definition; None: no such domain).
+    fn domain_hardware(&self, name: &str) -> Result<Option<crate::render::xml::Hardware>>;
     /// Defines or redefines a persistent domain.
     fn define_domain(&self, xml: &str) -> Result<()>;
     fn start_domain(&self, name: &str) -> Result<()>;

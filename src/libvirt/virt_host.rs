@@ -228,6 +228,14 @@ impl Hypervisor for VirtHost {
         is_local_uri(&self.uri)
     }
 
+    fn machine_types(&self, arch: &str) -> Result<Vec<String>> {
+        let caps = self
+            .conn
+            .capabilities()
+            .map_err(wrap("query", "capabilities"))?;
+        Ok(xml_read::machine_types(&caps, arch))
+    }
+
     fn kvm_available(&self, arch: &str) -> Result<bool> {
         // libvirt answers with an error when it has no KVM for this architecture (or, like the test driver, no
         // domain capabilities at all): that is a "no", unless the connection itself failed.
@@ -502,6 +510,14 @@ impl Hypervisor for VirtHost {
         self.domain(name)?
             .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
             .map_err(wrap("read domain", name))
+    }
+
+    fn domain_hardware(&self, name: &str) -> Result<Option<crate::render::xml::Hardware>> {
+        let Some(d) = optional(self.domain(name))? else {
+            return Ok(None);
+        };
+        let xml = d.xml_desc(0).map_err(wrap("read domain", name))?;
+        Ok(xml_read::hardware(&xml))
     }
 
     fn domain_info(&self, name: &str) -> Result<Option<DomainInfo>> {

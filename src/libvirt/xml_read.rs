@@ -54,6 +54,62 @@ fn stamp_attr(n: Node, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The hardware a domain's guest sees, as a memory state depends on it (see `render::xml::Hardware`).
+pub fn hardware(xml: &str) -> Option<crate::render::xml::Hardware> {
+    use crate::render::xml::{Accel, Hardware};
+    let doc = parse(xml, "domain")?;
+    let root = doc.root_element();
+    let machine = child(root, "os")
+        .and_then(|os| child(os, "type"))
+        .and_then(|t| t.attribute("machine"))?
+        .to_string();
+    let cpu = child(root, "cpu")
+        .filter(|c| c.attribute("mode").is_none_or(|m| m == "custom"))
+        .and_then(|c| child(c, "model"))
+        .and_then(text);
+    let balloon = child(root, "devices")
+        .and_then(|d| child(d, "memballoon"))
+        .is_some_and(|b| b.attribute("model") == Some("virtio"));
+    Some(Hardware {
+        machine,
+        cpu,
+        balloon,
+        accel: if root.attribute("type") == Some("kvm") {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        },
+    })
+}
+
+/// The machine types a host's QEMU offers for an architecture (`virsh capabilities`: every `<machine>` of the
+/// `<guest>` for that arch, versioned names and their aliases).
+pub fn machine_types(capabilities: &str, arch: &str) -> Vec<String> {
+    let Some(doc) = parse(capabilities, "capabilities") else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = doc
+        .root_element()
+        .children()
+        .filter(|g| is(g, "guest"))
+        .filter_map(|g| child(g, "arch"))
+        .filter(|a| a.attribute("name") == Some(arch))
+        .flat_map(|a| {
+            a.descendants()
+                .filter(|m| is(m, "machine"))
+                .flat_map(|m| {
+                    let name = text(m);
+                    let canonical = m.attribute("canonical").map(str::to_string);
+                    name.into_iter().chain(canonical)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Name, lab stamp, main disk and virtualization type of a domain's XML (`virsh dumpxml`).
 pub fn domain_info(xml: &str) -> Option<DomainInfo> {
     let doc = parse(xml, "domain")?;
@@ -214,6 +270,34 @@ mod tests {
   </seclabel>
 </domain>
 "#;
+
+    #[test]
+    fn reads_the_hardware_a_memory_state_needs() {
+        use crate::render::xml::{Accel, Hardware};
+        let hw = hardware(DOMAIN_QEMU).unwrap();
+        assert_eq!(hw.accel, Accel::Kvm);
+        assert!(hw.machine.starts_with("pc-q35"), "{hw:?}");
+        let x = "<domain type='qemu'><name>d</name><os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>\
+                 <cpu mode='custom' match='exact' check='partial'><model fallback='forbid'>qemu64</model></cpu>\
+                 <devices><memballoon model='virtio' freePageReporting='on'/></devices></domain>";
+        assert_eq!(
+            hardware(x).unwrap(),
+            Hardware {
+                machine: "pc-q35-7.2".into(),
+                cpu: Some("qemu64".into()),
+                balloon: true,
+                accel: Accel::Tcg
+            }
+        );
+        let caps = "<capabilities><host/><guest><os_type>hvm</os_type><arch name='x86_64'>\
+                    <machine maxCpus='288'>pc-q35-7.2</machine><machine canonical='pc-q35-7.2' maxCpus='288'>q35</machine>\
+                    <domain type='qemu'/><domain type='kvm'><machine>pc-q35-7.1</machine></domain></arch></guest>\
+                    <guest><arch name='i686'><machine>pc-i440fx-7.2</machine></arch></guest></capabilities>";
+        assert_eq!(
+            machine_types(caps, "x86_64"),
+            ["pc-q35-7.1", "pc-q35-7.2", "q35"]
+        );
+    }
 
     #[test]
     fn reads_a_domain_as_libvirt_prints_it() {

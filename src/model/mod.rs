@@ -30,6 +30,8 @@ pub struct Lab {
     pub source: Source,
     /// sha256 of the lab file's text.
     pub file_digest: String,
+    /// The lab's other files (step scripts and the files they source), relative to the lab file's folder.
+    pub files: Vec<String>,
     pub network: Network,
     pub arch: Arch,
     pub mirror: Option<String>,

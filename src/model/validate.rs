@@ -226,6 +226,8 @@ struct Validator<'a> {
     source: &'a Source,
     text: &'a str,
     problems: RefCell<Vec<Problem>>,
+    /// The lab's own files read besides the lab file (scripts and what they source), relative to its folder.
+    files: RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl<'a> Validator<'a> {
@@ -234,6 +236,7 @@ impl<'a> Validator<'a> {
             source,
             text,
             problems: RefCell::default(),
+            files: RefCell::default(),
         }
     }
 
@@ -314,6 +317,7 @@ impl<'a> Validator<'a> {
                 name,
                 source: self.source.clone(),
                 file_digest: hex::encode(Sha256::digest(self.text.as_bytes())),
+                files: self.files.borrow().iter().cloned().collect(),
                 network,
                 arch,
                 mirror,
@@ -1053,6 +1057,7 @@ impl<'a> Validator<'a> {
 
     /// A file of the lab's folder: on disk beside the lab file, or in the embedded course lab.
     fn read_lab_file(&self, rel: &str) -> Option<String> {
+        self.files.borrow_mut().insert(rel.to_string());
         match self.source {
             Source::Embedded => EMBEDDED_LAB
                 .get_file(rel)

@@ -78,7 +78,15 @@ async fn repair(ctx: &Context) -> Result<()> {
             undo,
             discard,
         } => {
-            restore_built(&calm, &name, Undo::Planned { undo, discard }).await?;
+            restore_built(
+                &calm,
+                &name,
+                Undo::Planned {
+                    undo: undo.map(Box::new),
+                    discard,
+                },
+            )
+            .await?;
             format!("finished `lab restore {name}`")
         }
         Pending::Build { from, .. } => {

@@ -17,7 +17,8 @@ use super::phases::Phases;
 use super::{each_machine, for_each_machine, now_rfc3339, Context, Error, Result};
 use crate::checkpoint::{Flush, MachineRecord, Record, UNDO};
 use crate::libvirt::{call, DomainState};
-use crate::render::{names, xml};
+use crate::render::names;
+use crate::render::xml::{self, Hardware};
 use crate::state::{Pending, State};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ pub enum Undo {
     Discard,
     /// As an interrupted restore planned it (finishing that restore).
     Planned {
-        undo: Option<Record>,
+        undo: Option<Box<Record>>,
         discard: Vec<String>,
     },
 }
@@ -92,7 +93,7 @@ pub async fn restore_built(ctx: &Context, name: &str, undo: Undo) -> Result<()> 
     let started = Instant::now();
     let (loaded, mut errors) = each_machine(ctx, |m| load(ctx, plan.mv(&m))).await;
     phases.done("loaded");
-    let loaded: BTreeMap<String, ConsoleWatch> = loaded.into_iter().collect();
+    let loaded: BTreeMap<String, Loaded> = loaded.into_iter().collect();
     errors.extend(resume(ctx, &plan, &loaded).await.err());
     let resumed = started.elapsed();
     phases.done("resumed");
@@ -156,7 +157,7 @@ async fn prepare(ctx: &Context, plan: &Plan, original: &State) -> Result<Option<
 
 /// Memory-restored machines resume together: the lab goes on from one instant, as it was saved (a machine woken
 /// before its peers could, say, call an election its cluster did not need).
-async fn resume(ctx: &Context, plan: &Plan, loaded: &BTreeMap<String, ConsoleWatch>) -> Result<()> {
+async fn resume(ctx: &Context, plan: &Plan, loaded: &BTreeMap<String, Loaded>) -> Result<()> {
     if !plan.memory {
         return Ok(());
     }
@@ -167,11 +168,11 @@ async fn resume(ctx: &Context, plan: &Plan, loaded: &BTreeMap<String, ConsoleWat
 }
 
 /// Thaws the guests whose memory state was saved with frozen file systems.
-async fn thaw(ctx: &Context, plan: &Plan, loaded: &BTreeMap<String, ConsoleWatch>) -> Vec<Error> {
+async fn thaw(ctx: &Context, plan: &Plan, loaded: &BTreeMap<String, Loaded>) -> Vec<Error> {
     let thaws = plan
         .moves
         .iter()
-        .filter(|mv| mv.thaw && loaded.contains_key(&mv.machine))
+        .filter(|mv| mv.thaw && loaded.get(&mv.machine).is_some_and(|l| !l.booted))
         .map(|mv| thaw_restored(ctx, &mv.machine));
     futures_util::future::join_all(thaws)
         .await
@@ -218,7 +219,27 @@ async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Resul
     ensure_space(ctx, ctx.lab.machines.len() as u64 * (64 << 20)).await?;
 
     let gens = generations(ctx, state).await?;
-    let accel = super::up::current_accel(ctx).await?;
+    let host_accel = super::up::current_accel(ctx).await?;
+    let saved_hw = record
+        .hardware
+        .clone()
+        .unwrap_or_else(|| Hardware::legacy(host_accel));
+    let memory = record.memory
+        && match memory_fits(ctx, &saved_hw, host_accel).await? {
+            Ok(()) => true,
+            Err(why) => {
+                ctx.ui.warn(&format!(
+                    "checkpoint `{name}`'s memory cannot be loaded on this host ({why}): booting its disks \
+                     instead, as they were at that instant"
+                ));
+                false
+            }
+        };
+    let hw = if memory {
+        saved_hw
+    } else {
+        Hardware::new(host_accel)
+    };
     let lab = ctx.lab.clone();
     let doms: Vec<(String, Option<DomainState>)> = super::machine_states(ctx).await?;
     let mut moves = Vec::new();
@@ -244,10 +265,14 @@ async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Resul
                 &format!("{pool_path}/{}", mr.layer),
                 "qcow2",
             ),
-            domain_xml: xml::domain(&lab, machine, accel, &paths),
+            domain_xml: xml::domain(&lab, machine, &hw, &paths),
             new_disk,
-            memory: mr.memory.as_ref().map(|v| format!("{pool_path}/{v}")),
-            thaw: mr.memory.is_some() && mr.flushed == Flush::Frozen,
+            memory: mr
+                .memory
+                .as_ref()
+                .filter(|_| memory)
+                .map(|v| format!("{pool_path}/{v}")),
+            thaw: memory && mr.memory.is_some() && mr.flushed == Flush::Frozen,
             machine: m,
         });
     }
@@ -255,7 +280,7 @@ async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Resul
     let (keep_undo, planned_undo, mut discard) = match undo {
         Undo::Keep if name != UNDO => (true, None, Vec::new()),
         Undo::Keep | Undo::Discard => (false, None, Vec::new()),
-        Undo::Planned { undo, discard } => (undo.is_some(), Some(undo), discard),
+        Undo::Planned { undo, discard } => (undo.is_some(), Some(undo.map(|u| *u)), discard),
     };
     if planned_undo.is_none() {
         if keep_undo {
@@ -272,7 +297,7 @@ async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Resul
     }
     Ok(Plan {
         name: name.into(),
-        memory: record.memory,
+        memory,
         moves,
         keep_undo,
         planned_undo,
@@ -344,6 +369,7 @@ fn undo_record(plan: &Plan, before: &State, flushed: &BTreeMap<String, Flush>) -
         memory: false,
         key: None,
         machines,
+        hardware: None,
     })
 }
 
@@ -364,7 +390,7 @@ async fn make_overlays(ctx: &Context, plan: &Plan) -> Result<()> {
 
 /// One machine: powered off, redefined on its new disk, started from the checkpoint (memory loaded paused, or
 /// booted). Returns the console mark of a boot.
-async fn load(ctx: &Context, mv: &Move) -> Result<ConsoleWatch> {
+async fn load(ctx: &Context, mv: &Move) -> Result<Loaded> {
     let console = ConsoleWatch::start(ctx, &mv.machine).await;
     let (d, x, mem, defined) = (
         mv.dom.clone(),
@@ -373,7 +399,7 @@ async fn load(ctx: &Context, mv: &Move) -> Result<ConsoleWatch> {
         mv.defined,
     );
     let t = Instant::now();
-    call(&ctx.hv, move |hv| {
+    let booted = call(&ctx.hv, move |hv| {
         if defined {
             hv.stop_domain(&d)?;
             // A stopped lab's saved memory belongs to the state being replaced.
@@ -381,17 +407,70 @@ async fn load(ctx: &Context, mv: &Move) -> Result<ConsoleWatch> {
         }
         hv.define_domain(&x)?;
         match &mem {
-            Some(file) => hv.restore_memory(file, &x, true),
-            None => hv.start_domain(&d),
+            Some(file) => match hv.restore_memory(file, &x, true) {
+                Ok(()) => Ok(Ok(false)),
+                // This host's QEMU would not take the memory state (another version, a CPU without the model's
+                // features): its disk layer is whole on its own, so the machine boots from it.
+                Err(e) => {
+                    hv.start_domain(&d)?;
+                    Ok(Err(e))
+                }
+            },
+            None => hv.start_domain(&d).map(|()| Ok(true)),
         }
     })
     .await?;
+    let booted = match booted {
+        Ok(b) => b,
+        Err(e) => {
+            ctx.ui.warn(&format!(
+                "{}: its memory state could not be loaded ({e}); it boots from the checkpoint's disk instead",
+                mv.machine
+            ));
+            true
+        }
+    };
     tracing::debug!(
         machine = mv.machine,
         ms = t.elapsed().as_millis() as u64,
+        booted,
         "stopped and loaded"
     );
-    Ok(console)
+    Ok(Loaded { console, booted })
+}
+
+/// A machine after `load`: booting from its disk, or paused with its memory loaded.
+struct Loaded {
+    console: ConsoleWatch,
+    booted: bool,
+}
+
+/// Whether a memory state saved on `saved` hardware loads on this host: the same accelerator, and a QEMU that
+/// offers its machine type. Err says why not.
+async fn memory_fits(
+    ctx: &Context,
+    saved: &Hardware,
+    host: crate::render::xml::Accel,
+) -> Result<std::result::Result<(), String>> {
+    if saved.accel != host {
+        return Ok(Err(format!(
+            "it was saved under {}, and machines here run under {host}",
+            saved.accel
+        )));
+    }
+    if saved.machine == "q35" {
+        return Ok(Ok(()));
+    }
+    let arch = ctx.lab.arch.qemu().to_string();
+    let types = call(&ctx.hv, move |hv| hv.machine_types(&arch)).await?;
+    Ok(if types.contains(&saved.machine) {
+        Ok(())
+    } else {
+        Err(format!(
+            "this host's QEMU has no machine type {}",
+            saved.machine
+        ))
+    })
 }
 
 /// The state after a restore: the new disks, `undo`, the current checkpoint; then the files that went out of use.
@@ -410,18 +489,19 @@ async fn record(ctx: &Context, state: &mut State, plan: &Plan, undo: Option<Reco
 
 /// Done when every machine answers: a resumed guest gets the host's time and its sshd is seen taking connections;
 /// a booted one is waited for like `up` does.
-async fn wait(ctx: &Context, plan: &Plan, consoles: &BTreeMap<String, ConsoleWatch>) -> Result<()> {
+async fn wait(ctx: &Context, plan: &Plan, loaded: &BTreeMap<String, Loaded>) -> Result<()> {
     let deadline = Instant::now() + boot_timeout();
     for_each_machine(ctx, |m| async move {
         let t = ctx.target(&m)?;
         let mv = plan.mv(&m);
-        if plan.memory {
+        let l = &loaded[&m];
+        if !l.booted {
             let agent_wait = Duration::from_secs(if mv.thaw { 10 } else { 1 });
             let (clock, sshd) =
                 tokio::join!(set_clock(ctx, &m, agent_wait), wait_sshd(ctx, &t, deadline));
             clock.and(sshd)
         } else {
-            wait_ready(ctx, &t, deadline, &consoles[&m], Patience::UntilHurried).await
+            wait_ready(ctx, &t, deadline, &l.console, Patience::UntilHurried).await
         }
     })
     .await

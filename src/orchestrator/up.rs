@@ -496,7 +496,7 @@ async fn machine_start(
             let pool = ctx.pool();
             let (seed_vol, disk_vol) = (names::vol::seed(&m.name), file_name(&paths.disk));
             let overlay = xml::overlay(&disk_vol, m.disk, backing, backing_format);
-            let domain_xml = xml::domain(lab, m, accel, paths);
+            let domain_xml = xml::domain(lab, m, &xml::Hardware::new(accel), paths);
             // The seed is made again every time (a partial one left by a killed `lab` goes too); the disk is an
             // empty overlay, made in one call.
             call(&ctx.hv, move |hv| {

@@ -7,11 +7,79 @@ use crate::model::{Lab, Machine, NetworkMode};
 pub const METADATA_NS: &str = "https://lab.invalid/xmlns/lab/1";
 
 /// How guests run: hardware virtualization, or QEMU's software emulation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
     Tcg,
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "KVM",
+            Accel::Tcg => "TCG (emulation)",
+        })
+    }
+}
+
+/// The hardware a guest sees, as far as a saved memory state depends on it: a memory state loads only into the
+/// same machine type, CPU model and devices, under the same accelerator. Checkpoints with memory record it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hardware {
+    /// libvirt's machine type: `q35` for new machines, the versioned type libvirt made of it (`pc-q35-7.2`) once
+    /// read back from a defined machine.
+    pub machine: String,
+    /// A named CPU model, which a memory state can move with to any host that offers it. None: QEMU's default
+    /// under emulation, the host's own CPU under KVM (the machines of older labs).
+    pub cpu: Option<String>,
+    /// A virtio balloon that hands the guest's free pages back to the host (smaller memory states).
+    pub balloon: bool,
+    pub accel: Accel,
+}
+
+impl Hardware {
+    /// What new machines get: a portable named CPU model (not the host's own) and the free-page balloon.
+    pub fn new(accel: Accel) -> Hardware {
+        Hardware {
+            machine: "q35".into(),
+            cpu: Some(
+                match accel {
+                    // x86-64 with SSE4.2 and POPCNT: every x86 host of the last fifteen years offers it.
+                    Accel::Kvm => "Nehalem",
+                    Accel::Tcg => "qemu64",
+                }
+                .into(),
+            ),
+            balloon: true,
+            accel,
+        }
+    }
+
+    /// The machines of labs made before checkpoints recorded their hardware.
+    pub fn legacy(accel: Accel) -> Hardware {
+        Hardware {
+            machine: "q35".into(),
+            cpu: None,
+            balloon: false,
+            accel,
+        }
+    }
+}
+
+impl std::fmt::Display for Hardware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "machine type {}, CPU {}, {}",
+            self.machine,
+            self.cpu.as_deref().unwrap_or(match self.accel {
+                Accel::Kvm => "host-passthrough",
+                Accel::Tcg => "default",
+            }),
+            self.accel
+        )
+    }
 }
 
 pub fn escape(s: &str) -> String {
@@ -125,10 +193,23 @@ pub struct MachinePaths {
     pub console_log: String,
 }
 
-pub fn domain(lab: &Lab, m: &Machine, accel: Accel, paths: &MachinePaths) -> String {
-    let (dtype, cpu) = match accel {
-        Accel::Kvm => ("kvm", "  <cpu mode='host-passthrough' check='none'/>\n"),
-        Accel::Tcg => ("qemu", ""),
+pub fn domain(lab: &Lab, m: &Machine, hw: &Hardware, paths: &MachinePaths) -> String {
+    let dtype = match hw.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "qemu",
+    };
+    let cpu = match (&hw.cpu, hw.accel) {
+        (Some(model), _) => format!(
+            "  <cpu mode='custom' match='exact' check='partial'>\n    <model fallback='forbid'>{}</model>\n  </cpu>\n",
+            escape(model)
+        ),
+        (None, Accel::Kvm) => "  <cpu mode='host-passthrough' check='none'/>\n".to_string(),
+        (None, Accel::Tcg) => String::new(),
+    };
+    let balloon = if hw.balloon {
+        "<memballoon model='virtio' freePageReporting='on'/>"
+    } else {
+        "<memballoon model='none'/>"
     };
     format!(
         "<domain type='{dtype}'>
@@ -140,7 +221,7 @@ pub fn domain(lab: &Lab, m: &Machine, accel: Accel, paths: &MachinePaths) -> Str
   <memory unit='KiB'>{mem}</memory>
   <vcpu placement='static'>{cpus}</vcpu>
   <os>
-    <type arch='{arch}' machine='q35'>hvm</type>
+    <type arch='{arch}' machine='{machine_type}'>hvm</type>
     <boot dev='hd'/>
   </os>
   <features>
@@ -181,7 +262,7 @@ pub fn domain(lab: &Lab, m: &Machine, accel: Accel, paths: &MachinePaths) -> Str
     <rng model='virtio'>
       <backend model='random'>/dev/urandom</backend>
     </rng>
-    <memballoon model='none'/>
+    {balloon}
   </devices>
 </domain>
 ",
@@ -198,6 +279,7 @@ pub fn domain(lab: &Lab, m: &Machine, accel: Accel, paths: &MachinePaths) -> Str
         mac = names::mac(&lab.name, &m.name),
         network = names::network(&lab.name),
         log = escape(&paths.console_log),
+        machine_type = escape(&hw.machine),
     )
 }
 
