@@ -13,6 +13,8 @@ Examples:
   lab checkpoints               every checkpoint, as a tree
   lab stop / lab start          free the machines' memory, and bring them back
   lab destroy                   remove everything the lab made
+  lab export /srv/kit           an instructor writes the built lab as a class kit
+  lab import http://HOST:8000/  a student installs it; then `cd LAB && lab up --at NAME`
 
 Environment:
   LAB_CONNECT, LAB_ACCEL, LAB_MIRROR   the same as --connect, --accel, --mirror
@@ -261,6 +263,32 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write a class kit of the lab: lab file, images, downloads, checkpoints (layers and memory), keys.
+    Export {
+        /// A new or empty folder; serve it with any static web server.
+        dir: PathBuf,
+        /// Export these checkpoints (names or aliases; repeat it); default: every built one but `undo`.
+        #[arg(long, value_name = "NAME")]
+        checkpoint: Vec<String>,
+        /// Leave the memory states out: the checkpoints boot when restored, and the kit is smaller.
+        #[arg(long)]
+        disk_only: bool,
+    },
+    /// Install a class kit (a folder, or the http(s) URL of one): its lab file into DIR, the lab into libvirt.
+    Import {
+        /// The kit: a folder, or http(s)://HOST[:PORT]/PATH.
+        source: String,
+        /// Where the lab file goes (default: ./LAB-NAME).
+        dir: Option<PathBuf>,
+        /// Destroy this host's lab of the same name first.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Class kits.
+    Kit {
+        #[command(subcommand)]
+        command: KitCommand,
+    },
     /// What lab needs on this host, one row each with its fix; exit 1 when something blocks `lab up`.
     Doctor {
         /// Print JSON (for scripts).
@@ -271,6 +299,16 @@ pub enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KitCommand {
+    /// Check a kit end to end (every file, its sha256, what it decompresses to, its checkpoints) without
+    /// installing anything.
+    Verify {
+        /// The kit: a folder, or http(s)://HOST[:PORT]/PATH.
+        source: String,
     },
 }
 

@@ -1,7 +1,7 @@
 //! What each command does at the command line: names checked against the lab file first (exit 2 with "did you
 //! mean"), then the lab opened (lock, repair) and the orchestrator called, then the result printed.
 
-use super::args::{CheckpointCommand, Command, MirrorCommand};
+use super::args::{CheckpointCommand, Command, KitCommand, MirrorCommand};
 use super::print::{self, out};
 use super::{open, Args, Failure, Lock, EXIT_FAILURE, EXIT_OK};
 use crate::cancel::Cancel;
@@ -19,11 +19,58 @@ pub async fn run(args: Args, cancel: Cancel) -> Result<i32, Failure> {
     match &args.command {
         Command::Completions { shell } => return Ok(completions(*shell)),
         Command::Init { dir, force } => return init(dir, *force, &ui),
+        Command::Import {
+            source,
+            dir,
+            replace,
+        } => return import(&args, &ui, &cancel, source, dir.clone(), *replace).await,
+        Command::Kit {
+            command: KitCommand::Verify { source },
+        } => return kit_verify(&args, &ui, source).await,
         _ => {}
     }
     let lab = model::load(args.global.file.as_deref())?;
     match &args.command {
-        Command::Completions { .. } | Command::Init { .. } => unreachable!("handled above"),
+        Command::Completions { .. }
+        | Command::Init { .. }
+        | Command::Import { .. }
+        | Command::Kit { .. } => unreachable!("handled above"),
+        Command::Export {
+            dir,
+            checkpoint,
+            disk_only,
+        } => {
+            for c in checkpoint {
+                known_checkpoint(&lab, c)?;
+            }
+            let s = open(&args, lab, ui, &cancel, Lock::Hold).await?;
+            let m = crate::kit::export(
+                &s.ctx,
+                &crate::kit::ExportOptions {
+                    dir: dir.clone(),
+                    checkpoints: checkpoint.clone(),
+                    disk_only: *disk_only,
+                },
+            )
+            .await?;
+            let bytes: u64 = m.files.iter().map(|f| f.size).sum();
+            s.ctx.ui.info(&format!(
+                "kit of lab `{}` written to {}: {} checkpoint(s) ({}), {} file(s), {}; serve the folder (e.g. \
+                 `python3 -m http.server` in it) and students run `lab import URL`. It holds the lab's keys: share it \
+                 like a password.",
+                m.lab,
+                dir.display(),
+                m.checkpoints.len(),
+                m.checkpoints
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                m.files.len(),
+                model::format_size(bytes)
+            ));
+            Ok(EXIT_OK)
+        }
         Command::Validate { json } => {
             validated(&lab, *json);
             Ok(EXIT_OK)
@@ -42,14 +89,15 @@ pub async fn run(args: Args, cancel: Cancel) -> Result<i32, Failure> {
                 known_checkpoint(&lab, at)?;
             }
             let s = open(&args, lab, ui, &cancel, Lock::Hold).await?;
-            orch::up(
+            let arrived = orch::up(
                 &s.ctx,
                 &UpOptions {
                     keep_on_failure: *keep_on_failure,
+                    at: at.clone(),
                 },
             )
             .await?;
-            if let Some(at) = at {
+            if let (Some(at), orch::up::Arrived::Up) = (at, arrived) {
                 orch::restore(&s.ctx, at, false).await?;
             }
             s.ctx.ui.info(&format!(
@@ -697,4 +745,74 @@ fn collect(d: &include_dir::Dir<'static>, out: &mut Vec<(std::path::PathBuf, &'s
     for sub in d.dirs() {
         collect(sub, out);
     }
+}
+
+/// `lab import SOURCE [DIR]`: the kit's lab file into DIR, the lab into this host, its checkpoints built.
+async fn import(
+    args: &Args,
+    ui: &Arc<Ui>,
+    cancel: &Cancel,
+    source: &str,
+    dir: Option<std::path::PathBuf>,
+    replace: bool,
+) -> Result<i32, Failure> {
+    // A `--file` (or ./lab.toml) names the lab the kit must be of.
+    let file_lab = match &args.global.file {
+        Some(_) => Some(model::load(args.global.file.as_deref())?.name),
+        None => None,
+    };
+    let hv = super::connect(&args.global.connect, ui).await?;
+    let dirs = Dirs::from_env()?;
+    let opts = crate::kit::ImportOptions {
+        source: crate::kit::Source::parse(source),
+        dir,
+        replace,
+        file_lab,
+    };
+    let done = crate::kit::import(
+        &opts,
+        hv,
+        dirs,
+        ui.clone(),
+        crate::download::Options::default(),
+        args.global.accel.as_str().into(),
+        cancel.clone(),
+    )
+    .await?;
+    let first = done
+        .checkpoints
+        .iter()
+        .find(|c| *c != model::BASE)
+        .cloned()
+        .unwrap_or_else(|| model::BASE.into());
+    ui.info(&format!(
+        "imported lab `{}` with checkpoint(s) {} into {}: `cd {} && lab up --at {first}`",
+        done.lab,
+        done.checkpoints.join(", "),
+        done.dir.display(),
+        done.dir.display()
+    ));
+    Ok(EXIT_OK)
+}
+
+/// `lab kit verify SOURCE`.
+async fn kit_verify(args: &Args, ui: &Arc<Ui>, source: &str) -> Result<i32, Failure> {
+    let v = crate::kit::verify(
+        &crate::kit::Source::parse(source),
+        ui,
+        &crate::download::Options {
+            offline: false,
+            mirror: None,
+            ..super::download_options(args, &model::load(None)?)
+        },
+    )
+    .await?;
+    out(&format!(
+        "kit of lab `{}` is whole: {} file(s), {}, checkpoints {}",
+        v.lab,
+        v.files,
+        model::format_size(v.bytes),
+        v.checkpoints.join(", ")
+    ));
+    Ok(EXIT_OK)
 }

@@ -8,7 +8,7 @@ pub mod checkpoints;
 mod destroy;
 mod guest;
 mod machines;
-mod phases;
+pub(crate) mod phases;
 mod placement;
 pub mod power;
 mod repair;
@@ -19,6 +19,7 @@ pub mod up;
 pub use build::{check, restore, CheckResult};
 pub use destroy::destroy;
 pub use guest::{console_tail, dead_boot};
+pub(crate) use machines::ensure_space;
 pub use repair::repair_if_pending;
 pub use snapshot::snapshot;
 pub use up::{up, UpOptions};
@@ -44,6 +45,8 @@ pub enum Error {
     Ssh(#[from] ssh::SshError),
     #[error(transparent)]
     Download(#[from] crate::download::Error),
+    #[error(transparent)]
+    Kit(#[from] crate::kit::KitError),
     #[error("lab `{0}` is not up")]
     NotUp(String),
     #[error("lab `{lab}` lives on {uri}, not on {wanted}")]
@@ -174,6 +177,7 @@ impl Error {
             Error::State(e) => e.hint(),
             Error::Ssh(e) => e.hint(),
             Error::Download(e) => e.hint(),
+            Error::Kit(e) => e.hint(),
             Error::NotUp(_) => Some("run `lab up` first".into()),
             Error::OtherUri { uri, .. } => Some(format!("use --connect {uri}, or `lab destroy` it there first")),
             Error::NameTaken { .. } => Some("rename the lab (name = … in the lab file) or remove that object".into()),

@@ -27,6 +27,17 @@ use std::time::Instant;
 pub struct UpOptions {
     /// Keep what a failed first `up` made, for inspection.
     pub keep_on_failure: bool,
+    /// `--at`: the checkpoint the lab should end at.
+    pub at: Option<String>,
+}
+
+/// Where `up` left the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrived {
+    /// Machines up as the lab file describes them (and `base` taken); `--at` still to restore.
+    Up,
+    /// The machines were made on a built checkpoint (an imported kit): this one.
+    At(String),
 }
 
 /// The items to download for a lab: its machines' images, then its `[[download]]` assets.
@@ -44,7 +55,7 @@ pub fn download_items(lab: &Lab) -> Vec<Item> {
     images.chain(assets).collect()
 }
 
-pub async fn up(ctx: &Context, opts: &UpOptions) -> Result<()> {
+pub async fn up(ctx: &Context, opts: &UpOptions) -> Result<Arrived> {
     let existed = State::load(&ctx.lab_dir())?;
     if existed.is_some() {
         ctx.state()?; // same URI
@@ -52,10 +63,29 @@ pub async fn up(ctx: &Context, opts: &UpOptions) -> Result<()> {
     let fresh = existed.is_none();
     if !fresh && super::power::all_stopped(ctx).await? {
         // A stopped lab: bring it back as `lab start` does (memory resumed at one instant, clocks set).
-        return super::power::start(ctx).await;
+        super::power::start(ctx).await?;
+        return Ok(Arrived::Up);
+    }
+    if let Some(state) = existed.as_ref().filter(|s| !s.checkpoints.is_empty()) {
+        if super::power::power_states(ctx)
+            .await?
+            .iter()
+            .all(|(_, p)| *p == super::power::Power::Absent)
+        {
+            // Built checkpoints and no machines (an imported kit): the machines are made on a checkpoint.
+            let target = opts
+                .at
+                .clone()
+                .or_else(|| state.current.clone())
+                .unwrap_or_else(|| BASE.to_string());
+            on_checkpoint(ctx, &target).await?;
+            return Ok(Arrived::At(target));
+        }
     }
     let result = up_phases(ctx, existed).await;
-    let Err(e) = result else { return Ok(()) };
+    let Err(e) = result else {
+        return Ok(Arrived::Up);
+    };
     if fresh && !opts.keep_on_failure && !matches!(e, Error::NameTaken { .. } | Error::Host(_)) {
         if e.is_interrupted() {
             ctx.ui.warn("interrupted: removing what this `up` made");
@@ -161,6 +191,53 @@ async fn up_phases(ctx: &Context, existed: Option<State>) -> Result<()> {
     Ok(())
 }
 
+/// Makes the machines of a lab that has built checkpoints and no machines (an imported kit) directly on one: the
+/// network and the seeds, then the checkpoint restored (its memory loaded, or its disks booted; a lab-file
+/// checkpoint that is not built is built from the nearest one that is). No cold boot, no download.
+async fn on_checkpoint(ctx: &Context, target: &str) -> Result<()> {
+    let mut phases = Phases::new("up", &ctx.cancel);
+    let accel = host_checks(ctx, false).await?;
+    phases.done("checks");
+    let (_, seeds) = Keys::ensure(&ctx.lab_dir(), &ctx.lab)?;
+    let pool = ctx.pool();
+    let pool_xml = xml::pool(&ctx.lab, &format!("{}/{pool}", pool_root(ctx.hv.uri())));
+    call(&ctx.hv, move |hv| hv.ensure_pool(&pool, &pool_xml)).await?;
+    let (net, net_xml) = (names::network(&ctx.lab.name), xml::network(&ctx.lab));
+    call(&ctx.hv, move |hv| hv.ensure_network(&net, &net_xml)).await?;
+    phases.done("network");
+    for (m, seed) in ctx.lab.machines.iter().zip(seeds) {
+        make_seed(ctx, m, &seed).await?;
+    }
+    phases.done("seeds");
+    ctx.ui.info(&format!(
+        "making the machines on checkpoint `{target}` ({accel})"
+    ));
+    super::restore(ctx, target, false).await
+}
+
+/// Writes a machine's cloud-init seed volume (made again every time: a partial one left by a killed `lab` goes).
+async fn make_seed(ctx: &Context, m: &Machine, seed: &SeedKeys) -> Result<()> {
+    let docs = cloud_init::documents(&ctx.lab, m, seed);
+    let image = cloud_init::seed_image(&docs).map_err(|e| Error::Seed {
+        machine: m.name.clone(),
+        message: e.to_string(),
+    })?;
+    let (pool, seed_vol) = (ctx.pool(), names::vol::seed(&m.name));
+    call(&ctx.hv, move |hv| {
+        hv.delete_volume(&pool, &seed_vol)?;
+        hv.create_volume(&pool, &xml::volume(&seed_vol, image.len() as u64, "raw"))?;
+        hv.upload_volume(
+            &pool,
+            &seed_vol,
+            &mut image.as_slice(),
+            image.len() as u64,
+            &|_| {},
+        )
+    })
+    .await?;
+    Ok(())
+}
+
 /// Nothing is created until these pass: acceleration, /dev/kvm, names free, subnet free.
 async fn host_checks(ctx: &Context, fresh: bool) -> Result<Accel> {
     if ctx.hv.is_local() {
@@ -234,33 +311,59 @@ async fn upload_image(
     }
     state.set_upload_complete(vol, false);
     ctx.save(state)?;
+    let path = f.path.clone();
+    upload_volume_from(
+        ctx,
+        vol,
+        format,
+        f.size,
+        Some(("up", "image-half")),
+        move || Ok(Box::new(std::fs::File::open(&path)?)),
+    )
+    .await?;
+    state.set_upload_complete(vol, true);
+    ctx.save(state)?;
+    Ok(())
+}
+
+/// What an upload reads from.
+pub(crate) type UploadSource = Box<dyn std::io::Read + Send>;
+
+/// Uploads `size` bytes from what `open` gives into a new volume `vol` of `format`, with a progress bar; the volume
+/// counts only once the pool holds exactly `size` bytes of it: a failed or interrupted upload deletes it. `half`
+/// names the fault point half-way through (for the fault tests).
+pub(crate) async fn upload_volume_from(
+    ctx: &Context,
+    vol: &str,
+    format: &str,
+    size: u64,
+    half: Option<(&'static str, &'static str)>,
+    open: impl FnOnce() -> std::io::Result<UploadSource> + Send + 'static,
+) -> Result<()> {
     let ui = ctx.ui.clone();
     let label = format!("upload {vol}");
-    ui.bytes_start(&label, Some(f.size));
-    let (pool, v, fmt, path, l, size) = (
+    ui.bytes_start(&label, Some(size));
+    let (pool, v, fmt, l) = (
         ctx.pool(),
         vol.to_string(),
         format.to_string(),
-        f.path.clone(),
         label.clone(),
-        f.size,
     );
     let cancel = ctx.cancel.clone();
-    let data_cancel = ctx.cancel.clone();
     let r = call(&ctx.hv, move |hv| {
-        let file = std::fs::File::open(&path)
-            .map_err(|e| crate::libvirt::Error::other("read", path.display().to_string(), e))?;
+        let inner = open().map_err(|e| crate::libvirt::Error::other("read data for", &v, e))?;
         let mut data = CancelReader {
-            inner: file,
-            cancel,
+            inner,
+            cancel: cancel.clone(),
         };
         hv.create_volume(&pool, &xml::volume(&v, size, &fmt))?;
-        let half = std::sync::atomic::AtomicBool::new(false);
+        let halfway = std::sync::atomic::AtomicBool::new(false);
         let sent = hv.upload_volume(&pool, &v, &mut data, size, &|n| {
             ui.bytes_set(&l, n);
-            if n >= size / 2 && !half.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                // Where a killed upload leaves a partial volume (the fault tests stop here).
-                super::phases::point("up", "image-half", &data_cancel);
+            if let Some((command, phase)) = half {
+                if n >= size / 2 && !halfway.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    super::phases::point(command, phase, &cancel);
+                }
             }
         });
         let verified = sent.and_then(|()| {
@@ -292,15 +395,12 @@ async fn upload_image(
             "the upload of {vol} was stopped"
         )));
     }
-    r?;
-    state.set_upload_complete(vol, true);
-    ctx.save(state)?;
-    Ok(())
+    Ok(r?)
 }
 
 /// Reads a file for an upload, failing as soon as the command is interrupted.
 struct CancelReader {
-    inner: std::fs::File,
+    inner: UploadSource,
     cancel: crate::cancel::Cancel,
 }
 
@@ -488,27 +588,13 @@ async fn machine_start(
         }
         None => {
             ui.status(&m.name, "creating disk and seed");
-            let docs = cloud_init::documents(lab, m, seed);
-            let image = cloud_init::seed_image(&docs).map_err(|e| Error::Seed {
-                machine: m.name.clone(),
-                message: e.to_string(),
-            })?;
+            make_seed(ctx, m, seed).await?;
             let pool = ctx.pool();
-            let (seed_vol, disk_vol) = (names::vol::seed(&m.name), file_name(&paths.disk));
+            let disk_vol = file_name(&paths.disk);
             let overlay = xml::overlay(&disk_vol, m.disk, backing, backing_format);
             let domain_xml = xml::domain(lab, m, &xml::Hardware::new(accel), paths);
-            // The seed is made again every time (a partial one left by a killed `lab` goes too); the disk is an
-            // empty overlay, made in one call.
+            // The disk is an empty overlay, made in one call.
             call(&ctx.hv, move |hv| {
-                hv.delete_volume(&pool, &seed_vol)?;
-                hv.create_volume(&pool, &xml::volume(&seed_vol, image.len() as u64, "raw"))?;
-                hv.upload_volume(
-                    &pool,
-                    &seed_vol,
-                    &mut image.as_slice(),
-                    image.len() as u64,
-                    &|_| {},
-                )?;
                 if !hv.volumes(&pool)?.iter().any(|v| v.name == disk_vol) {
                     hv.create_volume(&pool, &overlay)?;
                 }
