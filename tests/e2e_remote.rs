@@ -5,68 +5,6 @@
 
 mod common;
 use common::*;
-use std::process::{Child, Command, Stdio};
-
-struct Sshd {
-    child: Child,
-    port: u16,
-    key: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sshd() -> Sshd {
-    let dir = tempfile::tempdir().unwrap();
-    let p = |f: &str| dir.path().join(f);
-    for (key, t) in [("host_key", "ed25519"), ("id", "ed25519")] {
-        let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", t, "-N", "", "-f"])
-            .arg(p(key))
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    std::fs::copy(p("id.pub"), p("authorized_keys")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
-         PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {}\n",
-        p("host_key").display(),
-        p("authorized_keys").display(),
-        p("sshd.pid").display()
-    );
-    std::fs::write(p("sshd_config"), config).unwrap();
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let child = Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f"])
-        .arg(p("sshd_config"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sshd (openssh-server)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Sshd {
-        child,
-        port,
-        key: p("id"),
-        _dir: dir,
-    }
-}
 
 #[test]
 #[ignore = "needs root and libvirtd: tests/run.sh runs it"]

@@ -364,7 +364,22 @@ fn write_one(
         qcow2::set_backing(head, backing.as_deref().unwrap_or_default())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     };
-    let out = fs_err::File::create(&tmp).map_err(KitError::io(&tmp))?;
+    let out = {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Keys stay readable by their owner only, in the kit as in the lab.
+        let mode = if matches!(p.kind, Kind::Key { .. }) {
+            0o600
+        } else {
+            0o644
+        };
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(KitError::io(&tmp))?;
+        fs_err::File::from_parts(f, &tmp)
+    };
     let copied = copy_hashing(
         reader,
         std::io::BufWriter::with_capacity(1 << 20, out),

@@ -170,6 +170,13 @@ pub async fn import(
     })
     .await?;
     let existing = State::load(&dirs.lab(&m.lab))?;
+    // An import that stops before it installs anything leaves no lock file and no empty folders either.
+    let forget_lock = |lock: LabLock, dirs: &Dirs, lab: &str| {
+        if !dirs.lab(lab).exists() {
+            lock.remove_file();
+            dirs.remove_empty();
+        }
+    };
     if existing.is_some() && !opts.replace {
         return Err(KitError::LabExists { lab: m.lab.clone() }.into());
     }
@@ -181,7 +188,13 @@ pub async fn import(
         opts.source.name()
     ));
     let cache = Cache::new(dirs.cache.clone());
-    let fetched = fetch(&opts.source, &m, &cache, &download_opts, &ui).await?;
+    let fetched = match fetch(&opts.source, &m, &cache, &download_opts, &ui).await {
+        Ok(f) => f,
+        Err(e) => {
+            forget_lock(lock, &dirs, &m.lab);
+            return Err(e);
+        }
+    };
 
     // The lab file and its scripts, into DIR.
     let made_dest = !dest.exists();
@@ -191,6 +204,7 @@ pub async fn import(
             if made_dest {
                 let _ = std::fs::remove_dir_all(&dest);
             }
+            forget_lock(lock, &dirs, &m.lab);
             return Err(e);
         }
     };

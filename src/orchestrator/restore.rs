@@ -258,7 +258,8 @@ async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Resul
             dom: ctx.dom(&m),
             running: st == Some(DomainState::Running),
             defined: st.is_some(),
-            old_disk: present.contains(&old_disk).then_some(old_disk),
+            // A machine that has no domain runs on no disk (an imported kit's first `up`).
+            old_disk: (st.is_some() && present.contains(&old_disk)).then_some(old_disk),
             overlay_xml: xml::overlay(
                 &new_disk,
                 machine.disk,
