@@ -168,6 +168,32 @@ fn a_class_kit_end_to_end() {
         &[],
     ));
 
+    // A kit whose memory states need what this host lacks (saved under KVM, restored under emulation): the
+    // checkpoint's disks boot instead, with one warning, and hold everything (they were frozen when it was taken).
+    let kvm_kit = work.path().join("kvm-kit");
+    copy_dir(&kit, &kvm_kit);
+    let p = kvm_kit.join("kit.json");
+    let t = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\"accel\": \"tcg\"", "\"accel\": \"kvm\"");
+    std::fs::write(&p, t).unwrap();
+    let khome = work.path().join("kvm-home");
+    std::fs::create_dir_all(&khome).unwrap();
+    ok(student(&khome, &khome, &["import", kvm_kit.to_str().unwrap()], &[]));
+    let kdir = khome.join("e2e-kit");
+    let out = student(&khome, &kdir, &["up", "--at", "mine", "--offline"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("cannot be loaded on this host").count(),
+        1,
+        "one warning: {err}"
+    );
+    assert!(err.contains("KVM"), "{err}");
+    let marker = ok(student(&khome, &kdir, &["ssh", "beta", "--", "sudo cat /root/marker"], &[]));
+    assert_eq!(marker.trim(), "K", "the disks alone hold the snapshot's files");
+    ok(student(&khome, &kdir, &["destroy", "--yes"], &[]));
+
     // Bad kits: one line naming the file, a hint, exit 1, nothing registered or half-placed.
     let bad = |name: &str, change: &dyn Fn(&Path), args: &[&str], expect: &str| {
         let copy = work.path().join(format!("bad-{name}"));

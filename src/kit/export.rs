@@ -62,6 +62,10 @@ pub async fn export(ctx: &Context, opts: &ExportOptions) -> Result<Manifest> {
             lab_version: env!("CARGO_PKG_VERSION").into(),
             created: now_rfc3339(),
             made_on: version,
+            memory_needs: records
+                .iter()
+                .filter(|r| r.memory)
+                .find_map(|r| r.hardware.clone()),
             files,
             checkpoints: records,
             downloads: downloads_index(ctx)?,

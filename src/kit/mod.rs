@@ -39,6 +39,10 @@ pub struct Manifest {
     pub created: String,
     /// Where it was made: libvirt's and QEMU's versions.
     pub made_on: MadeOn,
+    /// What its memory states need to be loaded: QEMU machine type, CPU model, devices and the accelerator they
+    /// were saved under (a host that lacks one boots the checkpoints' disks instead).
+    #[serde(default)]
+    pub memory_needs: Option<Hardware>,
     pub files: Vec<KitFile>,
     /// The checkpoints, as the instructor's lab recorded them (volume names as in the kit).
     pub checkpoints: Vec<Record>,
@@ -91,16 +95,6 @@ pub enum Kind {
         #[serde(default)]
         backing: Option<String>,
     },
-}
-
-impl Manifest {
-    /// What a memory state of this kit needs (every checkpoint records the same hardware).
-    pub fn hardware(&self) -> Option<&Hardware> {
-        self.checkpoints
-            .iter()
-            .filter(|r| r.memory)
-            .find_map(|r| r.hardware.as_ref())
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
