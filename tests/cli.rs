@@ -321,3 +321,32 @@ fn conveniences() {
         .code(1)
         .stderr(predicate::str::contains("is not up"));
 }
+
+#[test]
+fn a_remote_host_that_does_not_answer_fails_within_the_time_out() {
+    // Something that takes the connection and never speaks, as a hung host would (loopback only).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let started = std::time::Instant::now();
+    lab()
+        .args([
+            "status",
+            "--connect",
+            &format!("qemu+ssh://root@127.0.0.1:{port}/system?no_verify=1"),
+        ])
+        .env("LAB_CONNECT_TIMEOUT", "3")
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("connecting to root@127.0.0.1")
+                .and(predicate::str::contains("did not finish within 3 s"))
+                .and(predicate::str::contains("hint:")),
+        );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

@@ -179,7 +179,12 @@ fn a_class_kit_end_to_end() {
     std::fs::write(&p, t).unwrap();
     let khome = work.path().join("kvm-home");
     std::fs::create_dir_all(&khome).unwrap();
-    ok(student(&khome, &khome, &["import", kvm_kit.to_str().unwrap()], &[]));
+    ok(student(
+        &khome,
+        &khome,
+        &["import", kvm_kit.to_str().unwrap()],
+        &[],
+    ));
     let kdir = khome.join("e2e-kit");
     let out = student(&khome, &kdir, &["up", "--at", "mine", "--offline"], &[]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -190,8 +195,17 @@ fn a_class_kit_end_to_end() {
         "one warning: {err}"
     );
     assert!(err.contains("KVM"), "{err}");
-    let marker = ok(student(&khome, &kdir, &["ssh", "beta", "--", "sudo cat /root/marker"], &[]));
-    assert_eq!(marker.trim(), "K", "the disks alone hold the snapshot's files");
+    let marker = ok(student(
+        &khome,
+        &kdir,
+        &["ssh", "beta", "--", "sudo cat /root/marker"],
+        &[],
+    ));
+    assert_eq!(
+        marker.trim(),
+        "K",
+        "the disks alone hold the snapshot's files"
+    );
     ok(student(&khome, &kdir, &["destroy", "--yes"], &[]));
 
     // Bad kits: one line naming the file, a hint, exit 1, nothing registered or half-placed.

@@ -301,3 +301,388 @@ fn errors_in_the_embedded_lab_name_it() {
         "{e}"
     );
 }
+
+const SHA: &str = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
+/// A lab with one machine and one `[[download]]` named `d` whose other keys are `keys` (from line 9).
+fn download(keys: &str) -> String {
+    with(&format!(
+        "[[machine]]\nname = \"a\"\nip = \"10.9.0.5\"\n[[download]]\nname = \"d\"\n{keys}"
+    ))
+}
+
+/// A lab with one machine (from line 4) and then `rest`, from line 7.
+fn one_machine(rest: &str) -> String {
+    with(&format!(
+        "[[machine]]\nname = \"a\"\nip = \"10.9.0.5\"\n{rest}"
+    ))
+}
+
+#[test]
+fn download_file_names_are_plain_names() {
+    let named = |a: &str| {
+        download(&format!(
+            "url = \"https://h/f\"\nsha256 = \"{SHA}\"\nas = \"{a}\"\n"
+        ))
+    };
+    let rule = "`as` is the file's name in `dest`: not empty, not `.` or `..`, no `/`, not starting with `-`";
+    for (a, message) in [
+        ("..", "`..` is not a usable file name: it names a folder"),
+        (".", "`.` is not a usable file name: it names a folder"),
+        ("a/b", "`a/b` is not a usable file name: it contains /"),
+        (
+            "-rf",
+            "`-rf` is not a usable file name: it starts with -, which commands read as an option",
+        ),
+        ("", "`as` is empty"),
+    ] {
+        assert_eq!(
+            problem(&named(a)),
+            (message.into(), rule.into()),
+            "as = {a:?}"
+        );
+        assert_eq!(problems(&named(a))[0].split(": ").next(), Some("11:6"));
+    }
+    assert_eq!(
+        load(&named("..tool")).unwrap().downloads[0].dest_path,
+        "/opt/lab/downloads/..tool"
+    );
+    // The name taken from the URL follows the same rule.
+    assert_eq!(
+        problem(&download(&format!("url = \"https://h/-tool\"\nsha256 = \"{SHA}\"\n"))),
+        (
+            "the URL's file name `-tool` is not usable: it starts with -, which commands read as an option"
+                .into(),
+            "add as = \"…\" with the name to give the file".into()
+        )
+    );
+}
+
+#[test]
+fn a_checksum_url_over_plain_http_is_refused() {
+    let hint = "a checksum file fetched without TLS can be changed along with the file: use an https:// or \
+                file:// checksum_url, or pin sha256 = \"…\"";
+    let d = download("url = \"https://h/f\"\nchecksum_url = \"http://h/f.sha256\"\n");
+    assert_eq!(
+        problem(&d),
+        (
+            "a checksum_url over plain http:// is no check".into(),
+            hint.into()
+        )
+    );
+    assert_eq!(
+        problems(&d),
+        ["10:16: a checksum_url over plain http:// is no check"]
+    );
+    let image = one_machine(
+        "[[image]]\nname = \"i\"\nurl = \"https://h/i.img\"\nchecksum_url = \"http://h/SUMS\"\n",
+    );
+    assert_eq!(
+        problems(&image),
+        ["10:16: a checksum_url over plain http:// is no check"]
+    );
+    // Both over plain http: both are reported.
+    let both = download("url = \"http://h/f\"\nchecksum_url = \"http://h/f.sha256\"\n");
+    assert_eq!(
+        problems(&both),
+        [
+            "9:7: a plain http:// URL needs a pinned sha256",
+            "10:16: a checksum_url over plain http:// is no check"
+        ]
+    );
+    assert!(load(&download(
+        "url = \"http://h/f\"\nchecksum_url = \"file:///srv/f.sha256\"\n"
+    ))
+    .is_err());
+    load(&download(
+        "url = \"https://h/f\"\nchecksum_url = \"file:///srv/f.sha256\"\n",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_version_placeholder_needs_a_version() {
+    let add = "add version = \"…\" to the download, or write the version into the URL";
+    assert_eq!(
+        problem(&download(&format!(
+            "url = \"https://h/{{version}}/f\"\nsha256 = \"{SHA}\"\n"
+        ))),
+        ("`{version}` has no `version` to fill it".into(), add.into())
+    );
+    assert_eq!(
+        problems(&download(
+            "url = \"https://h/f\"\nchecksum_url = \"https://h/{version}/f.sha256\"\n"
+        )),
+        ["10:16: `{version}` has no `version` to fill it"]
+    );
+    assert_eq!(
+        problem(&download(&format!(
+            "version = \"\"\nurl = \"https://h/{{version}}/f\"\nsha256 = \"{SHA}\"\n"
+        ))),
+        (
+            "`{version}` has no `version` to fill it".into(),
+            "`version` is empty: give the version, or write it into the URL".into()
+        )
+    );
+    let image = one_machine(&format!(
+        "[[image]]\nname = \"i\"\nurl = \"https://h/{{version}}/i.img\"\nsha256 = \"{SHA}\"\n"
+    ));
+    assert_eq!(
+        problem(&image),
+        (
+            "`{version}` has no `version` to fill it".into(),
+            "images have no `version` key: write the version into the URL".into()
+        )
+    );
+    assert_eq!(
+        problems(&image),
+        ["9:7: `{version}` has no `version` to fill it"]
+    );
+}
+
+#[test]
+fn sha256_by_arch_takes_known_arches_only() {
+    let by_arch = |entries: &str| {
+        format!(
+            "arch = \"amd64\"\n{}",
+            download(&format!(
+                "url = \"https://h/f-{{arch}}\"\nsha256_by_arch = {{ {entries} }}\n"
+            ))
+        )
+    };
+    let x86 = by_arch(&format!("x86_64 = \"{SHA}\""));
+    assert_eq!(
+        problem(&x86),
+        (
+            "unknown arch `x86_64` in sha256_by_arch".into(),
+            "the arches are named as in `arch`: amd64 and arm64 (did you mean `amd64`?)".into()
+        )
+    );
+    // At the entry's key, not at `url`.
+    assert_eq!(
+        problems(&x86),
+        ["11:20: unknown arch `x86_64` in sha256_by_arch"]
+    );
+    // A bad sum is reported at its entry, for the lab's arch and for the other one alike.
+    assert_eq!(
+        problems(&by_arch(&format!("amd64 = \"{SHA}\", arm64 = \"nope\""))),
+        ["11:104: sha256 must be 64 hexadecimal characters"]
+    );
+    assert_eq!(
+        problems(&by_arch(&format!("amd64 = \"bad\", arm64 = \"{SHA}\""))),
+        ["11:28: sha256 must be 64 hexadecimal characters"]
+    );
+    assert_eq!(
+        problem(&by_arch(&format!("arm64 = \"{SHA}\""))),
+        (
+            "no checksum for amd64, the lab's arch".into(),
+            "sha256_by_arch has arm64 only: add amd64 = \"…\"".into()
+        )
+    );
+    let lab = load(&by_arch(&format!(
+        "amd64 = \"{}\", arm64 = \"{SHA}\"",
+        SHA.to_uppercase()
+    )))
+    .unwrap();
+    assert_eq!(
+        lab.downloads[0].checksum,
+        lab::model::Checksum::Sha256(SHA.into())
+    );
+    // The sub-table form, and a pinned sum besides it.
+    let both = download(&format!(
+        "url = \"https://h/f\"\nsha256 = \"{SHA}\"\n[download.sha256_by_arch]\namd64 = \"{SHA}\"\narm64 = \"{SHA}\"\n"
+    ));
+    assert_eq!(
+        problems(&both),
+        ["10:10: give either sha256 or sha256_by_arch, not both"]
+    );
+}
+
+#[test]
+fn after_may_name_an_alias_and_the_model_keeps_the_name() {
+    let lab = load(&one_machine(
+        "[[checkpoint]]\nname = \"one\"\naliases = [\"first\"]\n[[checkpoint]]\nname = \"two\"\n\
+         [[checkpoint]]\nname = \"branch\"\nafter = \"first\"\n",
+    ))
+    .unwrap();
+    let after: Vec<(&str, &str)> = lab
+        .checkpoints
+        .iter()
+        .map(|c| (c.name.as_str(), c.after.as_str()))
+        .collect();
+    assert_eq!(after, [("one", "base"), ("two", "one"), ("branch", "one")]);
+    let chain: Vec<&str> = lab
+        .checkpoint_chain("branch")
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(chain, ["one", "branch"]);
+    // An alias defined later, or the checkpoint's own alias, is not an earlier checkpoint.
+    assert_eq!(
+        problems(&one_machine(
+            "[[checkpoint]]\nname = \"one\"\nafter = \"uno\"\naliases = [\"uno\"]\n"
+        )),
+        ["9:9: `after` names `uno`, which is not `base` or an earlier checkpoint"]
+    );
+}
+
+#[test]
+fn lab_s_own_checkpoint_names_are_refused() {
+    let named = |n: &str| one_machine(&format!("[[checkpoint]]\nname = \"{n}\"\n"));
+    let undo = "lab keeps the state `lab restore` replaced as `undo` (and an older one as `undo-TIME`): choose \
+                another name";
+    let stale =
+        "lab keeps a stale checkpoint that others are built on as `NAME.stale-TIME`: choose another name";
+    assert_eq!(
+        problem(&named("undo")),
+        ("checkpoint name `undo` is reserved".into(), undo.into())
+    );
+    assert_eq!(
+        problem(&named("undo-20250101t000000z")),
+        (
+            "checkpoint name `undo-20250101t000000z` is reserved".into(),
+            undo.into()
+        )
+    );
+    assert_eq!(
+        problem(&named("one.stale-1")),
+        (
+            "checkpoint name `one.stale-1` is reserved".into(),
+            stale.into()
+        )
+    );
+    assert_eq!(
+        problems(&named("base")),
+        ["8:8: `base` is the checkpoint `lab up` takes; choose another name"]
+    );
+    // Names that only look alike are fine.
+    load(&named("undone")).unwrap();
+    load(&named("one.stale")).unwrap();
+    load(&named("base-2")).unwrap();
+    let alias = |a: &str| {
+        one_machine(&format!(
+            "[[checkpoint]]\nname = \"one\"\naliases = [\"{a}\"]\n"
+        ))
+    };
+    assert_eq!(problems(&alias("undo")), ["9:12: alias `undo` is reserved"]);
+    assert_eq!(
+        problem(&alias("x.stale-2")),
+        ("alias `x.stale-2` is reserved".into(), stale.into())
+    );
+    assert_eq!(
+        problem(&alias("base")).0,
+        "`base` is the checkpoint `lab up` takes; choose another name"
+    );
+}
+
+#[test]
+fn the_mirror_is_checked_as_the_cli_checks_it() {
+    let mirror = |m: &str| format!("mirror = \"{m}\"\n{}", one_machine(""));
+    let forms = "use http://HOST[:PORT]/PATH or file:///PATH";
+    assert_eq!(
+        problem(&mirror("http://")),
+        ("mirror `http://` is not a URL".into(), forms.into())
+    );
+    assert_eq!(
+        problems(&mirror("http://")),
+        ["1:10: mirror `http://` is not a URL"]
+    );
+    assert_eq!(
+        problem(&mirror("file://server/srv")),
+        (
+            "mirror `file://server/srv` names another machine (a file URL is a local folder)"
+                .into(),
+            forms.into()
+        )
+    );
+    assert_eq!(
+        problem(&mirror("http://m/base?x=1")).0,
+        "mirror `http://m/base?x=1` has a query or fragment"
+    );
+    assert_eq!(
+        problem(&mirror("ftp://m/")).0,
+        "mirror `ftp://m/` is not an http(s) or file URL (`ftp:`)"
+    );
+    assert_eq!(
+        load(&mirror("HTTP://M:80/base")).unwrap().mirror.as_deref(),
+        Some("http://m/base")
+    );
+    assert_eq!(
+        load(&mirror("file:///")).unwrap().mirror.as_deref(),
+        Some("file:///")
+    );
+}
+
+#[test]
+fn image_and_download_names_follow_the_checkpoint_name_pattern() {
+    let hint = "lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit";
+    assert_eq!(
+        problem(&one_machine(&format!(
+            "[[image]]\nname = \"My Image\"\nurl = \"https://h/i.img\"\nsha256 = \"{SHA}\"\n"
+        ))),
+        (
+            "image name `My Image` must match [a-z0-9][a-z0-9._-]{0,62}".into(),
+            hint.into()
+        )
+    );
+    let d = with(&format!(
+        "[[machine]]\nname = \"a\"\nip = \"10.9.0.5\"\n[[download]]\nname = \"\"\nurl = \"https://h/f\"\nsha256 = \"{SHA}\"\n"
+    ));
+    assert_eq!(
+        problems(&d),
+        ["8:8: download name `` must match [a-z0-9][a-z0-9._-]{0,62}"]
+    );
+    // Images and downloads are fetched by name, so they cannot share one.
+    let same = one_machine(&format!(
+        "[[download]]\nname = \"ubuntu-24.04\"\nurl = \"https://h/f\"\nsha256 = \"{SHA}\"\n"
+    ));
+    assert_eq!(
+        problem(&same),
+        (
+            "download `ubuntu-24.04` has the name of an image".into(),
+            "images and downloads are fetched by name: choose another name".into()
+        )
+    );
+}
+
+#[test]
+fn insecure_no_checksum_with_a_checksum_is_refused() {
+    let d = download(&format!(
+        "url = \"https://h/f\"\nsha256 = \"{SHA}\"\ninsecure_no_checksum = true\n"
+    ));
+    assert_eq!(
+        problem(&d),
+        (
+            "insecure_no_checksum = true contradicts sha256".into(),
+            "the download has a checksum: remove insecure_no_checksum".into()
+        )
+    );
+    assert_eq!(
+        problems(&d),
+        ["11:24: insecure_no_checksum = true contradicts sha256"]
+    );
+    assert_eq!(
+        problem(&download(
+            "url = \"https://h/f\"\nchecksum_url = \"https://h/f.sha256\"\ninsecure_no_checksum = true\n"
+        ))
+        .0,
+        "insecure_no_checksum = true contradicts checksum_url"
+    );
+    assert_eq!(
+        problem(&download(&format!(
+            "url = \"https://h/f\"\ninsecure_no_checksum = true\nsha256_by_arch = {{ amd64 = \"{SHA}\" }}\n"
+        )))
+        .0,
+        "insecure_no_checksum = true contradicts sha256_by_arch"
+    );
+    let alone = load(&download(
+        "url = \"https://h/f\"\ninsecure_no_checksum = true\n",
+    ))
+    .unwrap();
+    assert_eq!(alone.downloads[0].checksum, lab::model::Checksum::None);
+    load(&download(&format!(
+        "url = \"https://h/f\"\nsha256 = \"{SHA}\"\ninsecure_no_checksum = false\n"
+    )))
+    .unwrap();
+}

@@ -125,6 +125,8 @@ pub fn main() -> i32 {
         cancel.listen(print::err);
         commands::run(args, cancel).await
     });
+    // A blocking call that was given up on (a libvirt host that never answered) must not hold the exit.
+    rt.shutdown_background();
     match result {
         Ok(code) => code,
         Err(f) => {

@@ -73,20 +73,20 @@ pub struct ImageFile {
 #[serde(deny_unknown_fields)]
 pub struct DownloadFile {
     pub name: Spanned<String>,
-    pub version: Option<String>,
+    pub version: Option<Spanned<String>>,
     pub url: Spanned<String>,
     pub sha256: Option<Spanned<String>>,
     pub checksum_url: Option<Spanned<String>>,
-    #[serde(default)]
-    pub insecure_no_checksum: bool,
+    pub insecure_no_checksum: Option<Spanned<bool>>,
     pub machines: Option<Spanned<Vec<Spanned<String>>>>,
     pub dest: Option<Spanned<String>>,
     #[serde(rename = "as")]
     pub as_name: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
-    /// Per-architecture pinned sums, e.g. `sha256_by_arch = { amd64 = "…", arm64 = "…" }`.
+    /// Per-architecture pinned sums, e.g. `sha256_by_arch = { amd64 = "…", arm64 = "…" }`; keys and values keep
+    /// their spans, so a bad entry is reported where it is written.
     #[serde(default)]
-    pub sha256_by_arch: BTreeMap<String, String>,
+    pub sha256_by_arch: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

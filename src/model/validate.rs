@@ -9,7 +9,7 @@ use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
 use serde_spanned::Spanned;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
 
@@ -149,6 +149,9 @@ const DEFAULT_MEMORY: u64 = 2 << 30;
 const DEFAULT_DISK: u64 = 20 << 30;
 const DEFAULT_USER: &str = "laborant";
 const DEFAULT_DEST: &str = "/opt/lab/downloads";
+const PLAIN_SUMS_HINT: &str =
+    "a checksum file fetched without TLS can be changed along with the file: use an \
+                               https:// or file:// checksum_url, or pin sha256 = \"…\"";
 
 /// Loads the lab: `path` if given, else `lab.toml` in the current folder, else the embedded course lab.
 pub fn load(path: Option<&Path>) -> Result<Lab, LabFileError> {
@@ -275,11 +278,7 @@ impl<'a> Validator<'a> {
         let catalog = catalog(some_arch)?;
         let name = self.lab_name(&raw.name);
         let network = self.network(&raw.network);
-        let mirror = raw
-            .mirror
-            .as_ref()
-            .map(|m| self.url(m).map(|u| u.trim_end_matches('/').to_string()))
-            .transpose();
+        let mirror = raw.mirror.as_ref().map(|m| self.mirror(m)).transpose();
         let images = self.images(catalog, &raw.images, some_arch);
         // References to machines are checked against the names as written, valid or not, so that one bad
         // machine is reported once, not again at every list that names it.
@@ -290,7 +289,7 @@ impl<'a> Validator<'a> {
             }
         }
         let machines = all(self.machines(raw, network.as_ref().ok(), &images));
-        let downloads = all(self.downloads(&raw.downloads, some_arch, &machine_names));
+        let downloads = all(self.downloads(&raw.downloads, some_arch, &machine_names, &images));
         let checkpoints = all(self.checkpoints(&raw.checkpoints, &machine_names));
         let images =
             all(images.into_iter().map(|(k, v)| v.map(|v| (k, v)))).map(BTreeMap::from_iter);
@@ -355,6 +354,19 @@ impl<'a> Validator<'a> {
             );
         }
         Ok(s.clone())
+    }
+
+    /// The mirror, checked and normalised as `--mirror` is (by [`crate::download::parse_mirror`]).
+    fn mirror(&self, m: &Spanned<String>) -> Checked<String> {
+        crate::download::parse_mirror(m.get_ref()).or_else(|message| {
+            // Its message ends with the forms a mirror takes: that part is the hint.
+            match message.rsplit_once(": use ") {
+                Some((why, forms)) => {
+                    self.report_hint(m.span(), format!("mirror {why}"), format!("use {forms}"))
+                }
+                None => self.report(m.span(), format!("mirror {message}")),
+            }
+        })
     }
 
     fn network(&self, n: &NetworkFile) -> Checked<Network> {
@@ -488,6 +500,17 @@ impl<'a> Validator<'a> {
     }
 
     fn image(&self, r: &ImageFile, arch: Arch) -> Checked<Image> {
+        let name = self.item_name("image", &r.name);
+        // Images have no `version`: a `{version}` would reach the server as written.
+        let unfilled = all([Some(&r.url), r.checksum_url.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|u| {
+                self.unfilled_version(
+                    u,
+                    "images have no `version` key: write the version into the URL",
+                )
+            }));
         let url = self.url(&r.url);
         let checksum = self.checksum(
             &r.url,
@@ -504,15 +527,45 @@ impl<'a> Validator<'a> {
                 format!("unknown image format `{other}` (qcow2 or raw)"),
             ),
         };
+        unfilled?;
         Ok(Image {
-            name: r.name.get_ref().clone(),
+            name: name?,
             url: url?.replace("{arch}", arch.as_str()),
             checksum: checksum?,
             format: format?,
         })
     }
 
-    /// The rules shared by images and downloads: one checksum source, and plain http only with a pinned sum.
+    /// The name of an `[[image]]` or a `[[download]]`: the pattern of checkpoint names.
+    fn item_name(&self, kind: &str, n: &Spanned<String>) -> Checked<String> {
+        let name = n.get_ref();
+        if is_checkpoint_name(name) {
+            Ok(name.clone())
+        } else {
+            self.report_hint(
+                n.span(),
+                format!("{kind} name `{name}` must match [a-z0-9][a-z0-9._-]{{0,62}}"),
+                "lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit"
+                    .to_string(),
+            )
+        }
+    }
+
+    /// A `{version}` in a URL that has no version to fill it.
+    fn unfilled_version(&self, url: &Spanned<String>, hint: &str) -> Checked<()> {
+        if url.get_ref().contains("{version}") {
+            self.report_hint(
+                url.span(),
+                "`{version}` has no `version` to fill it",
+                hint.to_string(),
+            )
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The rules shared by images and downloads: one checksum source, and plain http only with a pinned sum, for
+    /// the file and for its checksum file alike.
     fn checksum(
         &self,
         url: &Spanned<String>,
@@ -521,13 +574,24 @@ impl<'a> Validator<'a> {
         insecure: bool,
         expand: &dyn Fn(&str) -> String,
     ) -> Checked<Checksum> {
+        let mut plain_sums: Checked<()> = Ok(());
         let c =
             match (sha256, checksum_url) {
                 (Some(_), Some(c)) => {
                     return self.report(c.span(), "give either sha256 or checksum_url, not both")
                 }
                 (Some(s), None) => Checksum::Sha256(self.sha256(s)?),
-                (None, Some(c)) => Checksum::Url(expand(&self.url(c)?)),
+                (None, Some(c)) => {
+                    let u = self.url(c)?;
+                    if u.starts_with("http://") {
+                        plain_sums = self.report_hint(
+                            c.span(),
+                            "a checksum_url over plain http:// is no check",
+                            PLAIN_SUMS_HINT.to_string(),
+                        );
+                    }
+                    Checksum::Url(expand(&u))
+                }
                 (None, None) if insecure => Checksum::None,
                 (None, None) => return self.report_hint(
                     url.span(),
@@ -539,6 +603,7 @@ impl<'a> Validator<'a> {
         if url.get_ref().starts_with("http://") && !matches!(c, Checksum::Sha256(_)) {
             return self.report(url.span(), "a plain http:// URL needs a pinned sha256");
         }
+        plain_sums?;
         Ok(c)
     }
 
@@ -773,11 +838,12 @@ impl<'a> Validator<'a> {
         raw: &[DownloadFile],
         arch: Arch,
         machines: &[String],
+        images: &BTreeMap<String, Checked<Image>>,
     ) -> Vec<Checked<Download>> {
         let mut names = HashSet::new();
         let mut dests = HashSet::new();
         raw.iter()
-            .map(|d| self.download(d, arch, machines, &mut names, &mut dests))
+            .map(|d| self.download(d, arch, machines, images, &mut names, &mut dests))
             .collect()
     }
 
@@ -786,44 +852,144 @@ impl<'a> Validator<'a> {
         d: &DownloadFile,
         arch: Arch,
         machines: &[String],
+        images: &BTreeMap<String, Checked<Image>>,
         names: &mut HashSet<String>,
         dests: &mut HashSet<String>,
     ) -> Checked<Download> {
         let name = d.name.get_ref();
-        let unique = if names.insert(name.clone()) {
-            Ok(())
-        } else {
-            self.report(d.name.span(), format!("download `{name}` is defined twice"))
+        let valid_name = self.item_name("download", &d.name).and_then(|name| {
+            if !names.insert(name.clone()) {
+                self.report(d.name.span(), format!("download `{name}` is defined twice"))
+            } else if images.contains_key(&name) {
+                // `lab up` keeps what it fetched by name, images and downloads together.
+                self.report_hint(
+                    d.name.span(),
+                    format!("download `{name}` has the name of an image"),
+                    "images and downloads are fetched by name: choose another name".to_string(),
+                )
+            } else {
+                Ok(())
+            }
+        });
+        let version = d
+            .version
+            .as_ref()
+            .map(|v| v.get_ref().as_str())
+            .filter(|v| !v.is_empty());
+        let unfilled = match version {
+            Some(_) => Ok(()),
+            None => all([Some(&d.url), d.checksum_url.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|u| {
+                    let hint = if d.version.is_some() {
+                        "`version` is empty: give the version, or write it into the URL"
+                    } else {
+                        "add version = \"…\" to the download, or write the version into the URL"
+                    };
+                    self.unfilled_version(u, hint)
+                }))
+            .map(drop),
         };
-        let version = d.version.clone().unwrap_or_default();
         let expand = |u: &str| {
-            u.replace("{version}", &version)
+            u.replace("{version}", version.unwrap_or_default())
                 .replace("{arch}", arch.as_str())
         };
         let url = self.url(&d.url).map(|u| expand(&u));
+        let by_arch = self.sha256_by_arch(d);
         let pinned = d
             .sha256_by_arch
-            .get(arch.as_str())
-            .map(|s| Spanned::new(d.url.span(), s.clone()));
-        let sha = d.sha256.as_ref().or(pinned.as_ref());
-        let checksum = self.checksum(
-            &d.url,
-            sha,
-            d.checksum_url.as_ref(),
-            d.insecure_no_checksum,
-            &expand,
-        );
-        let file_name = match (&d.as_name, &url) {
-            (Some(a), _) if a.get_ref().is_empty() || a.get_ref().contains('/') => {
-                self.report(a.span(), "`as` is a file name, without /")
+            .iter()
+            .find(|(k, _)| k.get_ref() == arch.as_str())
+            .map(|(_, v)| v);
+        let insecure = d.insecure_no_checksum.as_ref().filter(|i| *i.get_ref());
+        // A checksum and "no checksum" at once: which one was meant is not for lab to guess.
+        let contradiction = match insecure {
+            Some(i) => {
+                let given: Vec<&str> = [
+                    (d.sha256.is_some(), "sha256"),
+                    (!d.sha256_by_arch.is_empty(), "sha256_by_arch"),
+                    (d.checksum_url.is_some(), "checksum_url"),
+                ]
+                .into_iter()
+                .filter_map(|(given, key)| given.then_some(key))
+                .collect();
+                if given.is_empty() {
+                    Ok(())
+                } else {
+                    self.report_hint(
+                        i.span(),
+                        format!(
+                            "insecure_no_checksum = true contradicts {}",
+                            given.join(" and ")
+                        ),
+                        "the download has a checksum: remove insecure_no_checksum".to_string(),
+                    )
+                }
             }
-            (Some(a), _) => Ok(a.get_ref().clone()),
+            None => Ok(()),
+        };
+        let checksum = match (&d.sha256, pinned, &d.checksum_url) {
+            (Some(s), _, _) if !d.sha256_by_arch.is_empty() => {
+                self.report(s.span(), "give either sha256 or sha256_by_arch, not both")
+            }
+            // sha256_by_arch without this arch's entry: say so, rather than "no checksum" (unless an entry is
+            // wrong, which is reported where it is written).
+            (None, None, None) if !d.sha256_by_arch.is_empty() && insecure.is_none() => {
+                let have: Vec<&str> = d
+                    .sha256_by_arch
+                    .keys()
+                    .map(|k| k.get_ref().as_str())
+                    .collect();
+                match by_arch {
+                    Err(Reported) => Err(Reported),
+                    Ok(()) => self.report_hint(
+                        d.url.span(),
+                        format!("no checksum for {}, the lab's arch", arch.as_str()),
+                        format!(
+                            "sha256_by_arch has {} only: add {} = \"…\"",
+                            have.join(", "),
+                            arch.as_str()
+                        ),
+                    ),
+                }
+            }
+            (sha, pinned, checksum_url) => self.checksum(
+                &d.url,
+                sha.as_ref().or(pinned),
+                checksum_url.as_ref(),
+                insecure.is_some(),
+                &expand,
+            ),
+        };
+        let file_name = match (&d.as_name, &url) {
+            (Some(a), _) => match file_name_problem(a.get_ref()) {
+                None => Ok(a.get_ref().clone()),
+                Some(why) => self.report_hint(
+                    a.span(),
+                    if a.get_ref().is_empty() {
+                        "`as` is empty".to_string()
+                    } else {
+                        format!("`{}` is not a usable file name: it {why}", a.get_ref())
+                    },
+                    "`as` is the file's name in `dest`: not empty, not `.` or `..`, no `/`, not starting \
+                     with `-`"
+                        .to_string(),
+                ),
+            },
             (None, Ok(url)) => match url.rsplit('/').next().filter(|s| !s.is_empty()) {
-                Some(f) => Ok(f.to_string()),
                 None => self.report(
                     d.url.span(),
                     "the URL ends in / so the file has no name; add as = \"…\"",
                 ),
+                Some(f) => match file_name_problem(f) {
+                    None => Ok(f.to_string()),
+                    Some(why) => self.report_hint(
+                        d.url.span(),
+                        format!("the URL's file name `{f}` is not usable: it {why}"),
+                        "add as = \"…\" with the name to give the file".to_string(),
+                    ),
+                },
             },
             (None, Err(Reported)) => Err(Reported),
         };
@@ -847,10 +1013,13 @@ impl<'a> Validator<'a> {
         };
         let machines = self.machine_list(d.machines.as_ref(), machines);
         let mode = self.mode(d.mode.as_ref(), 0o644);
-        unique?;
+        valid_name?;
+        unfilled?;
+        by_arch?;
+        contradiction?;
         Ok(Download {
             name: name.clone(),
-            version: d.version.clone(),
+            version: d.version.as_ref().map(|v| v.get_ref().clone()),
             url: url?,
             checksum: checksum?,
             machines: machines?,
@@ -859,9 +1028,33 @@ impl<'a> Validator<'a> {
         })
     }
 
+    /// Every `sha256_by_arch` entry, used on this arch or not: a known arch and a well-formed sum, each reported
+    /// where it is written.
+    fn sha256_by_arch(&self, d: &DownloadFile) -> Checked<()> {
+        all(d.sha256_by_arch.iter().map(|(k, v)| {
+            let key = k.get_ref().as_str();
+            if matches!(key, "amd64" | "arm64") {
+                return self.sha256(v).map(drop);
+            }
+            let hint = "the arches are named as in `arch`: amd64 and arm64";
+            let hint = match key {
+                "x86_64" | "x86-64" | "x64" => format!("{hint} (did you mean `amd64`?)"),
+                "aarch64" | "armv8" => format!("{hint} (did you mean `arm64`?)"),
+                _ => hint.to_string(),
+            };
+            self.report_hint(
+                k.span(),
+                format!("unknown arch `{key}` in sha256_by_arch"),
+                hint,
+            )
+        }))
+        .map(drop)
+    }
+
     fn checkpoints(&self, raw: &[CheckpointFile], machines: &[String]) -> Vec<Checked<Checkpoint>> {
-        // Every name seen so far, valid or not, so that a bad name is reported once, not at each `after`.
-        let mut known: BTreeSet<String> = BTreeSet::from([BASE.to_string()]);
+        // Every name and alias seen so far, valid or not, with the name of the checkpoint it stands for: a bad
+        // name is reported once, not at each `after`, and an `after` that names an alias gets the checkpoint's name.
+        let mut known = BTreeMap::from([(BASE.to_string(), BASE.to_string())]);
         raw.iter()
             .enumerate()
             .map(|(i, c)| self.checkpoint(c, &raw[..i], machines, &mut known))
@@ -873,18 +1066,23 @@ impl<'a> Validator<'a> {
         c: &CheckpointFile,
         earlier: &[CheckpointFile],
         machines: &[String],
-        known: &mut BTreeSet<String>,
+        known: &mut BTreeMap<String, String>,
     ) -> Checked<Checkpoint> {
         let name = c.name.get_ref();
         let earlier: Vec<&str> = std::iter::once(BASE)
             .chain(earlier.iter().map(|c| c.name.get_ref().as_str()))
             .collect();
-        let fresh = known.insert(name.clone());
+        let fresh = !known.contains_key(name);
+        if fresh {
+            known.insert(name.clone(), name.clone());
+        }
         let valid_name = if !is_checkpoint_name(name) {
             self.report(
                 c.name.span(),
                 format!("checkpoint name `{name}` must match [a-z0-9][a-z0-9._-]{{0,62}}"),
             )
+        } else if let Some((message, hint)) = reserved_name("checkpoint name", name) {
+            self.report_hint(c.name.span(), message, hint)
         } else if !fresh {
             self.report(
                 c.name.span(),
@@ -895,25 +1093,32 @@ impl<'a> Validator<'a> {
         };
         let after = match &c.after {
             None => Ok(earlier.last().unwrap_or(&BASE).to_string()),
-            Some(a) if known.contains(a.get_ref()) && a.get_ref() != name => {
-                Ok(a.get_ref().clone())
-            }
-            Some(a) => self.report_hint(
-                a.span(),
-                format!(
-                    "`after` names `{}`, which is not `base` or an earlier checkpoint",
-                    a.get_ref()
+            Some(a) => match known.get(a.get_ref()) {
+                Some(canonical) if a.get_ref() != name => Ok(canonical.clone()),
+                _ => self.report_hint(
+                    a.span(),
+                    format!(
+                        "`after` names `{}`, which is not `base` or an earlier checkpoint",
+                        a.get_ref()
+                    ),
+                    format!("checkpoints so far: {}", earlier.join(", ")),
                 ),
-                format!("checkpoints so far: {}", earlier.join(", ")),
-            ),
+            },
         };
         let aliases = all(c.aliases.iter().map(|a| {
-            if is_checkpoint_name(a.get_ref()) && known.insert(a.get_ref().clone()) {
-                Ok(a.get_ref().clone())
+            let alias = a.get_ref();
+            let free = is_checkpoint_name(alias) && !known.contains_key(alias);
+            if free {
+                known.insert(alias.clone(), name.clone());
+            }
+            if let Some((message, hint)) = reserved_name("alias", alias) {
+                self.report_hint(a.span(), message, hint)
+            } else if free {
+                Ok(alias.clone())
             } else {
                 self.report(
                     a.span(),
-                    format!("alias `{}` is not a free checkpoint name", a.get_ref()),
+                    format!("alias `{alias}` is not a free checkpoint name"),
                 )
             }
         }));
@@ -1103,6 +1308,55 @@ fn sourced_sibling(line: &str) -> Option<&str> {
         .strip_suffix('"')?;
     let ok = !name.is_empty() && !name.contains('/') && !name.contains('"') && !name.contains('$');
     ok.then_some(name)
+}
+
+/// Why `s` cannot be the name of a download's file in its folder, if it cannot. A leading `-` is refused too: lab
+/// itself always uses the whole path, but the file is there for the machine's users, whose commands (`tar xf -x`,
+/// `chmod +x -x`) would read the name as an option; `as` renames a file whose upstream name starts with one.
+fn file_name_problem(s: &str) -> Option<&'static str> {
+    if s.is_empty() {
+        Some("is empty")
+    } else if s == "." || s == ".." {
+        Some("names a folder")
+    } else if s.contains('/') {
+        Some("contains /")
+    } else if s.starts_with('-') {
+        Some("starts with -, which commands read as an option")
+    } else if s.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else {
+        None
+    }
+}
+
+/// Why a checkpoint name or alias written in a lab file cannot be used although it matches the pattern: `base`,
+/// and the names lab gives the checkpoints it makes itself. `what` is `checkpoint name` or `alias`.
+fn reserved_name(what: &str, s: &str) -> Option<(String, Option<String>)> {
+    if s == BASE {
+        Some((
+            "`base` is the checkpoint `lab up` takes; choose another name".to_string(),
+            None,
+        ))
+    } else if s == crate::checkpoint::UNDO || s.starts_with("undo-") {
+        Some((
+            format!("{what} `{s}` is reserved"),
+            Some(
+                "lab keeps the state `lab restore` replaced as `undo` (and an older one as `undo-TIME`): \
+                 choose another name"
+                    .to_string(),
+            ),
+        ))
+    } else if s.contains(".stale-") {
+        Some((
+            format!("{what} `{s}` is reserved"),
+            Some(
+                "lab keeps a stale checkpoint that others are built on as `NAME.stale-TIME`: choose another name"
+                    .to_string(),
+            ),
+        ))
+    } else {
+        None
+    }
 }
 
 fn is_dns_label(s: &str) -> bool {
