@@ -17,6 +17,7 @@ use crate::state::{Dirs, LabLock};
 use crate::ui::Ui;
 use clap::Parser;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,8 +126,15 @@ pub fn main() -> i32 {
         cancel.listen(print::err);
         commands::run(args, cancel).await
     });
-    // A blocking call that was given up on (a libvirt host that never answered) must not hold the exit.
-    rt.shutdown_background();
+    if ABANDONED_CONNECT.load(Ordering::SeqCst) {
+        // A connect that was given up on (a libvirt host that never answered) must not hold the exit: its thread
+        // stays blocked in a read while the process ends.
+        rt.shutdown_timeout(Duration::from_millis(500));
+    } else {
+        // Every other blocking task has finished; the pool's threads are joined before the process exits, so no
+        // thread is still tearing down libvirt's per-thread state while exit runs.
+        drop(rt);
+    }
     match result {
         Ok(code) => code,
         Err(f) => {
@@ -138,6 +146,9 @@ pub fn main() -> i32 {
         }
     }
 }
+
+/// Set when a connect was given up on: its thread never returns, so the exit does not wait for it.
+static ABANDONED_CONNECT: AtomicBool = AtomicBool::new(false);
 
 /// How long connecting to a libvirt host may take (`LAB_CONNECT_TIMEOUT` seconds).
 fn connect_timeout() -> Duration {
@@ -158,9 +169,16 @@ async fn connect(uri: &str, ui: &Ui) -> Result<Shared, Failure> {
     }
     let u = uri.to_string();
     let limit = connect_timeout();
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || VirtHost::connect(&u))).await {
+    match tokio::time::timeout(
+        limit,
+        tokio::task::spawn_blocking(move || VirtHost::connect(&u)),
+    )
+    .await
+    {
         Ok(joined) => Ok(Arc::new(joined.expect("connect task")?)),
-        Err(_) => Err(Failure {
+        Err(_) => {
+            ABANDONED_CONNECT.store(true, Ordering::SeqCst);
+            Err(Failure {
             message: format!(
                 "connecting to {uri} did not finish within {} s",
                 limit.as_secs()
@@ -175,7 +193,8 @@ async fn connect(uri: &str, ui: &Ui) -> Result<Shared, Failure> {
                 None => "is libvirtd running and answering? (`lab doctor`)".into(),
             }),
             code: EXIT_FAILURE,
-        }),
+        })
+        }
     }
 }
 
