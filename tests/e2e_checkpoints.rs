@@ -141,7 +141,12 @@ fn checkpoints_end_to_end() {
     );
     assert_eq!(find(&checkpoints(&lab), "c")["memory"], false);
 
-    // The state `restore` replaced is kept as `undo`.
+    // `stop --shutdown` powers the guests off cleanly; a restore works on a stopped lab, and the state the last
+    // restore replaced is kept as `undo`.
+    lab.ok(&["stop", "--shutdown"]);
+    let status: Value = serde_json::from_str(&lab.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["state"], "stopped", "{status}");
+    assert_eq!(status["machines"][1]["state"], "shut-off", "{status}");
     lab.ok(&["restore", "undo"]);
     assert_eq!(both(&lab, "sudo cat /root/marker"), ["C2", "C2"]);
 
@@ -181,12 +186,14 @@ fn checkpoints_end_to_end() {
         (g - t0).abs() < 3.0,
         "guest clock {g} vs host {t0} after start"
     );
-    // `stop --shutdown` powers the guests off; `up` starts a stopped lab.
-    lab.ok(&["stop", "--shutdown"]);
-    let status: Value = serde_json::from_str(&lab.ok(&["status", "--json"])).unwrap();
-    assert_eq!(status["machines"][1]["state"], "shut-off", "{status}");
+    // `up` starts a stopped lab too.
+    lab.ok(&["stop"]);
     lab.ok(&["up"]);
-    assert_eq!(both(&lab, "sudo cat /root/stopmark"), ["S", "S"]);
+    assert_eq!(
+        lab.ssh("alpha", "kill -0 $(cat /tmp/sleeper2)").0,
+        0,
+        "up starts the saved machines"
+    );
 
     // A two-step chain built from the lab file, through an alias, from base.
     lab.ok(&["restore", "module-done"]);
@@ -264,7 +271,15 @@ fn checkpoints_end_to_end() {
         "a has child b"
     );
     lab.ok(&["restore", "base"]);
-    lab.ok(&["checkpoint", "rm", "one", "--recursive"]);
+    // Without a terminal to confirm on, --recursive asks for --yes and removes nothing.
+    let out = lab.lab(&["checkpoint", "rm", "one", "--recursive"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --yes"),
+        "{out:?}"
+    );
+    assert_eq!(find(&checkpoints(&lab), "two")["built"], true);
+    lab.ok(&["checkpoint", "rm", "one", "--recursive", "--yes"]);
     let list = checkpoints(&lab);
     assert_eq!(find(&list, "one")["built"], false);
     assert_eq!(find(&list, "two")["built"], false);

@@ -69,6 +69,20 @@ struct Faults {
 }
 
 impl Faults {
+    /// Removes a checkpoint and what was built on it, if a (killed) command got as far as taking it.
+    fn remove_if_built(&self, name: &str) {
+        let out = self
+            .lab
+            .lab(&["checkpoint", "rm", name, "--recursive", "--yes"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success()
+                || err.contains(&format!("no checkpoint `{name}`"))
+                || err.contains(&format!("checkpoint `{name}` is not built")),
+            "checkpoint rm {name}: {err}"
+        );
+    }
+
     fn state(&self) -> Value {
         let p = self
             .lab
@@ -311,7 +325,7 @@ fn every_phase_survives_kill_and_ctrl_c() {
             let name = format!("z{i}-{fault}");
             f.fault(&["snapshot", &name], "snapshot", p, fault);
             f.check(&format!("snapshot:{p}:{fault}"), &kept);
-            let _ = f.lab.lab(&["checkpoint", "rm", &name, "--recursive"]);
+            f.remove_if_built(&name);
         }
     }
     // restore: of `a` (every restore moves every machine to new disks, wherever the lab stands).
@@ -325,7 +339,7 @@ fn every_phase_survives_kill_and_ctrl_c() {
     for p in &build_phases {
         for fault in ["kill", "int"] {
             f.lab.ok(&["restore", "built"]);
-            let _ = f.lab.lab(&["checkpoint", "rm", "more", "--recursive"]);
+            f.remove_if_built("more");
             f.fault(&["restore", "more"], "build", p, fault);
             f.check(&format!("build:{p}:{fault}"), &kept);
         }
