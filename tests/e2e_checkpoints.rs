@@ -273,7 +273,7 @@ fn checkpoints_end_to_end() {
     lab.ok(&["restore", "base"]);
     // Without a terminal to confirm on, --recursive asks for --yes and removes nothing.
     let out = lab.lab(&["checkpoint", "rm", "one", "--recursive"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("pass --yes"),
         "{out:?}"
