@@ -10,7 +10,7 @@ export LAB_ACCEL=${LAB_ACCEL:-tcg} LAB_CONNECT=qemu:///system
 work=$(mktemp -d)
 export XDG_CACHE_HOME=$work/cache XDG_STATE_HOME=$work/state
 lab=$here/target/release/lab
-server_pid=
+pids=()
 # Every command's output, with the phase timings of each (LAB_LOG), is kept here for a look afterwards.
 log=$here/target/bench-checkpoints.log
 export LAB_LOG=${LAB_LOG:-lab=debug}
@@ -20,18 +20,14 @@ cleanup() {
     for d in "$work"/lab-*; do
         if [[ -d $d ]]; then (cd "$d" && "$lab" destroy --yes >/dev/null 2>&1) || true; fi
     done
-    if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; fi
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-cargo build --quiet --release --manifest-path "$here/Cargo.toml"
-image=$(bash "$here/tests/image/build.sh" | tail -n 1)
-sha=$(sha256sum "$image" | cut -d' ' -f1)
-port=$((20000 + RANDOM % 20000))
-python3 -m http.server --bind 127.0.0.1 --directory "$(dirname "$image")" "$port" >/dev/null 2>&1 &
-server_pid=$!
-sleep 1
+# shellcheck source=benches/common.sh
+source "$here/benches/common.sh"
+serve_test_image "$here"
 
 make_lab() { # NAME MACHINES INDEX
     local dir=$work/lab-$1

@@ -27,13 +27,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --quiet --release --manifest-path "$here/Cargo.toml"
-image=$(bash "$here/tests/image/build.sh" | tail -n 1)
-sha=$(sha256sum "$image" | cut -d' ' -f1)
-port=$((20000 + RANDOM % 20000))
-python3 -m http.server --bind 127.0.0.1 --directory "$(dirname "$image")" "$port" >/dev/null 2>&1 &
-pids+=($!)
-sleep 1
+# shellcheck source=benches/common.sh
+source "$here/benches/common.sh"
+serve_test_image "$here"
 
 secs() {
     local s
