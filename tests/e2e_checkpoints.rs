@@ -278,7 +278,7 @@ fn checkpoints_end_to_end() {
         String::from_utf8_lossy(&out.stderr).contains("pass --yes"),
         "{out:?}"
     );
-    assert_eq!(find(&checkpoints(&lab), "two")["built"], true);
+    assert_eq!(find(&checkpoints(&lab), "one")["built"], true);
     lab.ok(&["checkpoint", "rm", "one", "--recursive", "--yes"]);
     let list = checkpoints(&lab);
     assert_eq!(find(&list, "one")["built"], false);
