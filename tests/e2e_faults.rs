@@ -286,21 +286,27 @@ fn every_phase_survives_kill_and_ctrl_c() {
     let up = lab.lab_with(&["up"], &debug);
     assert!(up.status.success());
     let up_phases = phases_of(&up, "up");
-    let snapshot_phases = phases_of(&up, "snapshot");
     for (m, _) in &lab.machines {
         lab.ssh(m, "echo A | sudo tee /root/marker >/dev/null");
     }
-    lab.ok(&["snapshot", "a"]);
+    // A user's snapshot; lab's own (base, lab-file checkpoints) also compact memory first.
+    let snap = lab.lab_with(&["snapshot", "a"], &debug);
+    assert!(snap.status.success());
+    let snapshot_phases = phases_of(&snap, "snapshot");
     let built = lab.lab_with(&["restore", "built"], &debug);
     assert!(built.status.success());
     let build_phases = phases_of(&built, "build");
+    let own_snapshot_phases: Vec<String> = phases_of(&built, "snapshot")
+        .into_iter()
+        .filter(|p| !snapshot_phases.contains(p))
+        .collect();
     let reup = lab.lab_with(&["up"], &debug);
     assert!(reup.status.success());
     let reup_phases = phases_of(&reup, "up");
     let restore = lab.lab_with(&["restore", "a"], &debug);
     assert!(restore.status.success());
     let restore_phases = phases_of(&restore, "restore");
-    eprintln!("phases: up {up_phases:?} (again: {reup_phases:?}), snapshot {snapshot_phases:?}, restore {restore_phases:?}, build {build_phases:?}");
+    eprintln!("phases: up {up_phases:?} (again: {reup_phases:?}), snapshot {snapshot_phases:?} (lab's own also {own_snapshot_phases:?}), restore {restore_phases:?}, build {build_phases:?}");
 
     let mut f = Faults {
         markers: Vec::new(),
@@ -342,6 +348,14 @@ fn every_phase_survives_kill_and_ctrl_c() {
             f.remove_if_built("more");
             f.fault(&["restore", "more"], "build", p, fault);
             f.check(&format!("build:{p}:{fault}"), &kept);
+        }
+    }
+    for p in &own_snapshot_phases {
+        for fault in ["kill", "int"] {
+            f.lab.ok(&["restore", "built"]);
+            f.remove_if_built("more");
+            f.fault(&["restore", "more"], "snapshot", p, fault);
+            f.check(&format!("build snapshot:{p}:{fault}"), &kept);
         }
     }
     // `up` of the running lab: every phase runs again (quickly: machines are up, downloads cached).
