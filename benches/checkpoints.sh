@@ -41,19 +41,6 @@ make_lab() { # NAME MACHINES INDEX
     echo "$dir"
 }
 
-# Seconds a command takes; its output goes to $log, shown if it fails.
-secs() {
-    local s
-    echo "== $*" >>"$log"
-    s=$(date +%s.%N)
-    if ! "$@" >>"$log" 2>&1; then
-        echo "failed: $*" >&2
-        tail -n 20 "$log" >&2
-        return 1
-    fi
-    echo "$(date +%s.%N) - $s" | bc
-}
-
 # The median of several timings (restores vary by a second on a loaded two-core host).
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # How long the last snapshot kept the machines paused (lab prints it).

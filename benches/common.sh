@@ -14,3 +14,17 @@ serve_test_image() {
     pids+=($!)
     sleep 1
 }
+
+# secs COMMAND...: the seconds COMMAND takes; its output goes to the caller's $log, shown if it fails.
+# shellcheck disable=SC2154  # log is the caller's
+secs() {
+    local s
+    echo "== $*" >>"$log"
+    s=$(date +%s.%N)
+    if ! "$@" >>"$log" 2>&1; then
+        echo "failed: $*" >&2
+        tail -n 20 "$log" >&2
+        return 1
+    fi
+    echo "$(date +%s.%N) - $s" | bc
+}

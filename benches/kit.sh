@@ -31,18 +31,6 @@ trap cleanup EXIT
 source "$here/benches/common.sh"
 serve_test_image "$here"
 
-secs() {
-    local s
-    echo "== $*" >>"$log"
-    s=$(date +%s.%N)
-    if ! "$@" >>"$log" 2>&1; then
-        echo "failed: $*" >&2
-        tail -n 20 "$log" >&2
-        return 1
-    fi
-    echo "$(date +%s.%N) - $s" | bc
-}
-
 mkdir -p "$work/instructor"
 cd "$work/instructor"
 {

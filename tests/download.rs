@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use lab::cli::chain;
 use lab::download::{
     export_mirror, fetch_all, parse_mirror, Cache, Error, Fetched, Item, NoReport, Options,
     Reporter,
@@ -703,21 +704,6 @@ fn closed_port() -> u16 {
         .local_addr()
         .unwrap()
         .port() // closed again at once
-}
-
-/// The error and its causes, as the CLI prints them: a source already in the text is skipped.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
 }
 
 #[tokio::test]

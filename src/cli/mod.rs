@@ -84,8 +84,8 @@ impl From<crate::download::Error> for Failure {
     }
 }
 
-/// The error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+/// The error and its causes on one line, as `lab` prints them: a cause already in the text is skipped.
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
