@@ -179,6 +179,19 @@ impl VirtHost {
         e
     }
 
+    fn volume_info(v: &StorageVol) -> Result<VolumeInfo> {
+        let name = v.name().map_err(wrap("read", "volume name"))?;
+        let info = v.info().map_err(wrap("read volume", &name))?;
+        let physical = Self::physical(v, &name)?.unwrap_or(info.allocation);
+        Ok(VolumeInfo {
+            path: v.path().map_err(wrap("read volume", &name))?,
+            name,
+            allocation: info.allocation,
+            capacity: info.capacity,
+            physical,
+        })
+    }
+
     /// Bytes of a volume's file on the host; None where the driver cannot tell.
     fn physical(v: &StorageVol, name: &str) -> Result<Option<u64>> {
         match v.info_flags(sys::VIR_STORAGE_VOL_GET_PHYSICAL) {
@@ -372,22 +385,21 @@ impl Hypervisor for VirtHost {
 
     fn volumes(&self, pool: &str) -> Result<Vec<VolumeInfo>> {
         let p = self.pool(pool)?;
-        self.refresh(&p, pool)?;
+        // Refreshed, listed and read with no volume job of this process running: a volume being created is
+        // listed before its file exists, and reading it then fails.
+        let guard = self.guard(pool);
+        let _alone = guard.write().unwrap_or_else(PoisonError::into_inner);
+        p.refresh(0).map_err(wrap("refresh pool", pool))?;
         let mut out = Vec::new();
         for v in p
             .list_all_volumes(0)
             .map_err(wrap("list volumes of", pool))?
         {
-            let name = v.name().map_err(wrap("read", "volume name"))?;
-            let info = v.info().map_err(wrap("read volume", &name))?;
-            let physical = Self::physical(&v, &name)?.unwrap_or(info.allocation);
-            out.push(VolumeInfo {
-                path: v.path().map_err(wrap("read volume", &name))?,
-                name,
-                allocation: info.allocation,
-                capacity: info.capacity,
-                physical,
-            });
+            // Another process may delete a volume between the list and the read: it is not there.
+            match Self::volume_info(&v) {
+                Err(e) if e.kind == ErrorKind::NotFound => continue,
+                r => out.push(r?),
+            }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
