@@ -4,11 +4,13 @@
 # Two machines of the same size run the same work: fill MEMFILL of memory and free it again (as a build or a
 # `kubectl apply` does), read files into the page cache, then drop the clean caches (as lab does before a lab-file
 # checkpoint). Then each machine's memory is saved with `virsh save`, the format `lab snapshot` writes.
-# Needs root and a running libvirtd (what the tests need). Usage: benches/memory.sh [MEMORY] [MEMFILL]
+# Needs root and a running libvirtd (what the tests need). Usage: benches/memory.sh [MEMORY] [MEMFILL] [WAIT]
+# (WAIT: seconds between freeing the memory and saving it, 10 by default; lab itself waits 3).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 memory=${1:-1GiB}
 fill=${2:-512M}
+wait=${3:-10}
 export LAB_ACCEL=${LAB_ACCEL:-tcg} LAB_CONNECT=qemu:///system
 work=$(mktemp -d /var/tmp/lab-bench-memory.XXXXXX)
 lab=$here/target/release/lab
@@ -50,7 +52,7 @@ done
 virsh dumpxml --inactive "$plain" | python3 -c '
 import re, sys
 xml = sys.stdin.read()
-xml, n = re.subn(r"<memballoon model=.virtio.*?(/>|</memballoon>)", "<memballoon model=\"none\"/>", xml, flags=re.S)
+xml, n = re.subn(r"<memballoon model=.virtio.(?:[^>]*/>|.*?</memballoon>)", "<memballoon model=\"none\"/>", xml, flags=re.S)
 assert n == 1, "no virtio balloon in the domain"
 sys.stdout.write(xml)' >"$work/plain.xml"
 virsh -q define "$work/plain.xml" >>"$log"
@@ -67,7 +69,7 @@ for m in balloon plain; do
     "$lab" ssh "$m" -- "$work_script" >>"$log" 2>&1
 done
 # Free page reporting hands pages back a few seconds after they are freed.
-sleep 10
+sleep "$wait"
 declare -A size
 for m in balloon plain; do
     virsh -q save "lab-bench-memory-$m" "$work/$m.save" >>"$log"
@@ -76,7 +78,7 @@ done
 
 mib() { echo "scale=1; $1 / 1048576" | bc; }
 cat <<EOF
-machines of $memory, $fill filled and freed, caches dropped, saved with virsh save:
+machines of $memory, $fill filled and freed, caches dropped, saved with virsh save ${wait} s later:
 with the free-page balloon: $(mib "${size[balloon]}") MiB
 without a balloon:          $(mib "${size[plain]}") MiB ($(echo "scale=2; ${size[plain]} / ${size[balloon]}" | bc)x)
 EOF
