@@ -40,7 +40,8 @@ pub async fn snapshot(
     let hardware = call(&ctx.hv, move |hv| hv.domain_hardware(&d)).await?;
     if key.is_some() && !disk_only && hardware.as_ref().is_some_and(|h| h.balloon) {
         // A checkpoint built from the lab file is what instructors hand out: the guests first drop their clean
-        // caches and the balloon returns free pages to the host, so the memory states hold live memory only.
+        // caches and the balloon returns free pages to the host, so the memory states skip them (in part:
+        // benches/memory.sh measures how much).
         drop_caches(ctx, &machines).await;
         phases.done("compact");
     }
