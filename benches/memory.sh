@@ -68,7 +68,7 @@ cat /usr/lib/x86_64-linux-gnu/*.so* /usr/bin/* > /dev/null 2>&1; sync; echo 3 > 
 for m in balloon plain; do
     "$lab" ssh "$m" -- "$work_script" >>"$log" 2>&1
 done
-# Free page reporting hands pages back a few seconds after they are freed.
+# Free page reporting runs in passes a few seconds apart: WAIT gives it time (10 s and 60 s measured the same here).
 sleep "$wait"
 declare -A size
 for m in balloon plain; do
