@@ -258,6 +258,7 @@ impl Target {
         let mut c = Command::new("ssh");
         c.args(self.args(keys, 10)).arg("--").arg(remote);
         c.stdin(Stdio::null()).kill_on_drop(true);
+        own_group(&mut c);
         c
     }
 }
@@ -285,6 +286,7 @@ pub async fn port_open(t: &Target, limit: Duration) -> Result<(), String> {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|e| e.to_string())?;
         let mut line = String::new();
@@ -386,6 +388,13 @@ pub async fn run_with_file(
         .stderr(Stdio::piped());
     let child = c.spawn().map_err(SshError::Spawn)?;
     collect(t, remote, child, limit).await
+}
+
+/// Puts a child that lab drives (ssh, its proxy) in a process group of its own: a Ctrl-C typed at a terminal goes
+/// to the whole foreground group, and lab alone decides what an interruption stops (a killed `ssh` would turn into
+/// an ordinary remote failure). lab ends these children itself (`kill_on_drop`).
+pub fn own_group(c: &mut Command) {
+    c.process_group(0);
 }
 
 #[cfg(test)]

@@ -693,7 +693,9 @@ async fn stalled_server_times_out() {
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(err.to_string().contains("timed out"));
     assert_eq!(srv.requests(), 2);
-    assert!(t0.elapsed() < Duration::from_secs(3));
+    // The 200 ms time-out applied, not the default 30 s (two tries would take a minute): a bound far from both
+    // that a busy host cannot reach by being slow.
+    assert!(t0.elapsed() < Duration::from_secs(25));
     assert!(temps(dir.path()).is_empty());
 }
 
@@ -755,11 +757,15 @@ async fn unresolvable_hosts_fail_at_once_in_one_summary() {
         ..opts()
     };
     let rec = Record::default();
-    let t0 = Instant::now();
     let err = fetch_all(&Cache::new(dir.path().into()), &items, &o, &rec)
         .await
         .unwrap_err();
-    assert!(t0.elapsed() < Duration::from_secs(2), "not retried");
+    // Not retried: a retry says so once per item (and would wait seconds of back-off).
+    assert!(
+        !rec.events().iter().any(|e| matches!(e, Ev::Message(_))),
+        "not retried: {:?}",
+        rec.events()
+    );
     let Error::Many { failures } = &err else {
         panic!("{err:?}")
     };

@@ -1,13 +1,18 @@
 //! Proof by fault injection: `lab` is stopped dead (SIGKILL, as `kill -9` or a power cut) or interrupted (SIGINT,
-//! as Ctrl-C) at the end of every phase of `up`, `snapshot`, `restore`, a checkpoint build and `destroy`
-//! (`LAB_TEST_FAULT=COMMAND:PHASE:FAULT`). The phases are read from the commands' own `LAB_LOG=lab=debug` output,
-//! so a new phase is covered without editing this file. After each fault, the next command repairs what it must,
-//! and then:
+//! as Ctrl-C; `int2` as Ctrl-C twice) at the end of every phase of `up`, `snapshot`, `restore`, a checkpoint build,
+//! `stop`, `start`, `checkpoint rm` and `destroy` (`LAB_TEST_FAULT=COMMAND:PHASE:FAULT`), and inside phases: while
+//! the machines write their memory states, and by a real Ctrl-C while a lab-file step runs on two machines (sent
+//! to `lab` alone, and to its whole process group as a terminal does). The phases are read from the commands' own
+//! `LAB_LOG=lab=debug` output, so a new phase is covered without editing this file. After each fault, the next
+//! command repairs what it must, and then:
 //! - no machine is paused or has frozen file systems, and every machine runs;
 //! - the pool holds exactly the volumes the lab's records and machines use (nothing half-made, nothing lost);
 //! - lab's folder holds exactly the lab's files (no temporary file);
-//! - every checkpoint that existed before is still recorded, and one of them (in turn) restores with its markers
-//!   (all of them at the end).
+//! - every checkpoint that existed before is still recorded; the machines hold the files of the checkpoint the lab
+//!   says it stands on; and every third case one checkpoint (in turn) is restored and its files checked (all of
+//!   them at the end).
+//!
+//! A damaged memory state is refused before anything changes.
 //!
 //! An interrupted command exits 130 and says where the lab stands; a killed one leaves the repair to the next.
 
@@ -28,6 +33,12 @@ name = "more"
 after = "built"
 [[checkpoint.step]]
 run = "echo more > /root/more"
+
+[[checkpoint]]
+name = "slow"
+after = "built"
+[[checkpoint.step]]
+run = "echo half > /root/more; echo step-started; sleep 600"
 "#;
 
 /// The phases a command went through, in order, from its `LAB_LOG=lab=debug` output.
@@ -64,8 +75,11 @@ struct Faults {
     lab: TestLab,
     /// Checkpoint -> (machine -> expected content of `cat /root/marker /root/built /root/more`).
     markers: Vec<(String, String)>,
+    /// What the markers hold now (a snapshot or `up` changes no file).
+    now: String,
     turn: usize,
     cases: usize,
+    started: std::time::Instant,
 }
 
 impl Faults {
@@ -132,9 +146,30 @@ impl Faults {
     }
 
     /// Restores `name` and compares its markers with what they were when it was taken.
-    fn verify(&self, name: &str, want: &str) {
+    fn verify(&mut self, name: &str, want: &str) {
         self.lab.ok(&["restore", name]);
         assert_eq!(self.markers_now(), want, "markers after restoring {name}");
+        self.now = want.to_string();
+    }
+
+    /// The checkpoint the lab says it stands on.
+    fn current(&self) -> Option<String> {
+        self.state()["current"].as_str().map(str::to_string)
+    }
+
+    /// Puts the lab on `name` unless it already stands there.
+    fn be_at(&mut self, name: &str) {
+        if self.current().as_deref() != Some(name) {
+            let want = self.want(name).expect("markers known");
+            self.verify(name, &want);
+        }
+    }
+
+    fn want(&self, name: &str) -> Option<String> {
+        self.markers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, w)| w.clone())
     }
 
     /// Every invariant that must hold after a fault and the repair that follows it.
@@ -179,10 +214,25 @@ impl Faults {
         let files = files_below(&self.lab.path("state"));
         let stray: Vec<&String> = files.iter().filter(|f| f.contains(".tmp")).collect();
         assert!(stray.is_empty(), "{case}: temporary files left: {stray:?}");
-        // One checkpoint restores with its markers, in turn.
-        let (name, want) = self.markers[self.turn % self.markers.len()].clone();
-        self.turn += 1;
-        self.verify(&name, &want);
+        // The machines hold the files of the checkpoint the lab stands on (a new snapshot's: those of before).
+        let now = self.markers_now();
+        let want = state["current"]
+            .as_str()
+            .and_then(|c| self.want(c))
+            .unwrap_or_else(|| self.now.clone());
+        assert_eq!(now, want, "{case}: the machines' files");
+        self.now = now;
+        // Every third case, one checkpoint restores with its markers, in turn.
+        if self.cases.is_multiple_of(3) {
+            let (name, want) = self.markers[self.turn % self.markers.len()].clone();
+            self.turn += 1;
+            self.verify(&name, &want);
+        }
+        eprintln!(
+            "case {} ({case}) checked at {:.0} s",
+            self.cases,
+            self.started.elapsed().as_secs_f64()
+        );
     }
 
     fn volumes(&self) -> BTreeSet<String> {
@@ -246,6 +296,7 @@ impl Faults {
         );
         match fault {
             "kill" => assert_eq!(out.status.code(), None, "{spec}: killed by a signal"),
+            // "int" and "int2" (Ctrl-C twice: stop waiting for slow guests too)
             _ => {
                 // Ctrl-C at the very end of a command changes nothing: it may finish with 0.
                 let code = out.status.code();
@@ -310,22 +361,24 @@ fn every_phase_survives_kill_and_ctrl_c() {
 
     let mut f = Faults {
         markers: Vec::new(),
+        now: String::new(),
         turn: 0,
         cases: 0,
+        started: std::time::Instant::now(),
         lab,
     };
-    let base_markers = {
-        f.lab.ok(&["restore", "base"]);
-        f.markers_now()
-    };
-    f.markers.push(("base".into(), base_markers));
-    for name in ["a", "built"] {
+    for name in ["base", "a", "more", "built"] {
         f.lab.ok(&["restore", name]);
-        f.markers.push((name.into(), f.markers_now()));
+        let m = f.markers_now();
+        f.now = m.clone();
+        f.markers.push((name.into(), m));
     }
+    f.remove_if_built("more");
     let kept = records(&f);
 
-    // snapshot: a new checkpoint each time; a killed one is simply not taken.
+    // snapshot: a new checkpoint each time; a killed one is simply not taken. `saving` is a point inside the phase
+    // that writes the memory states: one machine's is written, the other's may still be being written.
+    assert!(snapshot_phases.contains(&"saving".to_string()));
     for (i, p) in snapshot_phases.iter().enumerate() {
         for fault in ["kill", "int"] {
             let name = format!("z{i}-{fault}");
@@ -334,30 +387,32 @@ fn every_phase_survives_kill_and_ctrl_c() {
             f.remove_if_built(&name);
         }
     }
-    // restore: of `a` (every restore moves every machine to new disks, wherever the lab stands).
+    // restore: of `a` (every restore moves every machine to new disks, wherever the lab stands); `int2` also
+    // stops waiting for slow guests.
     for p in &restore_phases {
-        for fault in ["kill", "int"] {
+        for fault in ["kill", "int", "int2"] {
             f.fault(&["restore", "a"], "restore", p, fault);
             f.check(&format!("restore:{p}:{fault}"), &kept);
         }
     }
-    // A checkpoint build (`more`, from `built`): steps and saving, with the restores and snapshots inside it.
-    for p in &build_phases {
+    // A checkpoint build (`more`, from `built`): steps and saving, with the snapshot inside it. A build that was
+    // stopped goes back to `built`, so the next case starts there without another restore.
+    let build_points: Vec<(&str, &String)> = build_phases
+        .iter()
+        .map(|p| ("build", p))
+        .chain(own_snapshot_phases.iter().map(|p| ("snapshot", p)))
+        .collect();
+    for (command, p) in build_points {
         for fault in ["kill", "int"] {
-            f.lab.ok(&["restore", "built"]);
+            f.be_at("built");
             f.remove_if_built("more");
-            f.fault(&["restore", "more"], "build", p, fault);
-            f.check(&format!("build:{p}:{fault}"), &kept);
+            f.fault(&["restore", "more"], command, p, fault);
+            f.check(&format!("build {command}:{p}:{fault}"), &kept);
         }
     }
-    for p in &own_snapshot_phases {
-        for fault in ["kill", "int"] {
-            f.lab.ok(&["restore", "built"]);
-            f.remove_if_built("more");
-            f.fault(&["restore", "more"], "snapshot", p, fault);
-            f.check(&format!("build snapshot:{p}:{fault}"), &kept);
-        }
-    }
+    ctrl_c_during_a_step(&mut f, &kept);
+    damaged_memory_states_are_refused(&mut f);
+    power_and_rm_faults(&mut f, &kept, &debug);
     // `up` of the running lab: every phase runs again (quickly: machines are up, downloads cached).
     for p in &reup_phases {
         for fault in ["kill", "int"] {
@@ -427,6 +482,166 @@ fn every_phase_survives_kill_and_ctrl_c() {
     }
     drop(lab);
     assert_eq!(host_objects(), before_all, "the host is left as it was");
+}
+
+/// Ctrl-C while a lab-file step runs on both machines: the build goes back to `built` and exits 130, whether the
+/// SIGINT reaches `lab` alone or its whole process group, as a terminal sends it (ssh children included).
+fn ctrl_c_during_a_step(f: &mut Faults, kept: &BTreeSet<String>) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    for group in [false, true] {
+        let case = format!(
+            "Ctrl-C during a step (to {})",
+            if group { "the process group" } else { "lab" }
+        );
+        f.be_at("built");
+        let mut child = f
+            .lab
+            .command(&["restore", "slow"])
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("run lab");
+        let pid = child.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("{l}");
+                let _ = tx.send(l);
+            }
+        });
+        let mut text = String::new();
+        let mut started = 0;
+        while started < 2 {
+            let l = rx
+                .recv_timeout(std::time::Duration::from_secs(600))
+                .unwrap_or_else(|_| {
+                    let _ = child.kill();
+                    panic!("{case}: the step did not start on both machines:\n{text}")
+                });
+            started += usize::from(l.contains("| step-started"));
+            text.push_str(&l);
+            text.push('\n');
+        }
+        // SAFETY: sending a signal has no memory-safety preconditions.
+        unsafe {
+            libc::kill(if group { -pid } else { pid }, libc::SIGINT);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{case}: lab did not end after Ctrl-C");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        text.extend(rx.try_iter().map(|l| l + "\n"));
+        assert_eq!(status.code(), Some(130), "{case}:\n{text}");
+        assert!(
+            text.contains("the lab is back at `built`"),
+            "{case}: says where the lab is:\n{text}"
+        );
+        assert_eq!(f.current().as_deref(), Some("built"), "{case}");
+        assert!(f.state()["checkpoints"].get("slow").is_none(), "{case}");
+        f.check(&case, kept);
+    }
+}
+
+/// A damaged memory state (a changed header, a cut file) is refused before anything changes: the lab stays where
+/// it was, with nothing pending.
+fn damaged_memory_states_are_refused(f: &mut Faults) {
+    f.be_at("a");
+    f.lab.ok(&["snapshot", "dmg"]);
+    let file = |m: &str| {
+        let state = f.state();
+        let vol = state["checkpoints"]["dmg"]["machines"][m]["memory"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        virsh(&["vol-path", &vol, "--pool", &f.pool()])
+            .trim()
+            .to_string()
+    };
+    let refused = |f: &Faults, what: &str, why: &str| {
+        let before = f.state();
+        let out = f.lab.lab(&["restore", "dmg"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains("memory state") && err.contains(why) && err.contains("hint:"),
+            "{what}: {err}"
+        );
+        let after = f.state();
+        assert_eq!(
+            after["current"], before["current"],
+            "{what}: nothing changed"
+        );
+        assert!(after["pending"].is_null(), "{what}: nothing pending");
+        assert_eq!(
+            f.markers_now(),
+            f.now,
+            "{what}: the machines were not touched"
+        );
+    };
+    let alpha = file("alpha");
+    let mut bytes = std::fs::read(&alpha).unwrap();
+    let header: Vec<u8> = bytes[..16].to_vec();
+    bytes[..16].fill(0);
+    std::fs::write(&alpha, &bytes).unwrap();
+    refused(f, "a changed header", "header");
+    bytes[..16].copy_from_slice(&header);
+    std::fs::write(&alpha, &bytes).unwrap();
+    drop(bytes);
+    let beta = file("beta");
+    let len = std::fs::metadata(&beta).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&beta)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    refused(f, "a cut file", "bytes");
+    f.remove_if_built("dmg");
+}
+
+/// `stop`, `start` and `checkpoint rm` at the end of each of their phases. A lab left stopped is started again
+/// (`up`) before the checks, which want running machines.
+fn power_and_rm_faults(f: &mut Faults, kept: &BTreeSet<String>, debug: &[(&str, &str)]) {
+    let learn = |f: &Faults, args: &[&str], command: &str| {
+        let out = f.lab.lab_with(args, debug);
+        assert!(out.status.success(), "{}", args.join(" "));
+        phases_of(&out, command)
+    };
+    let stop_phases = learn(f, &["stop"], "stop");
+    let start_phases = learn(f, &["start"], "start");
+    f.lab.ok(&["snapshot", "rm-me"]);
+    let rm_phases = learn(f, &["checkpoint", "rm", "rm-me"], "checkpoint-rm");
+    for fault in ["kill", "int"] {
+        for p in &stop_phases {
+            f.fault(&["stop"], "stop", p, fault);
+            f.lab.ok(&["up"]);
+            f.check(&format!("stop:{p}:{fault}"), kept);
+        }
+        for p in &start_phases {
+            f.lab.ok(&["stop"]);
+            f.fault(&["start"], "start", p, fault);
+            f.lab.ok(&["up"]);
+            f.check(&format!("start:{p}:{fault}"), kept);
+        }
+        for p in &rm_phases {
+            f.lab.ok(&["snapshot", "rm-me"]);
+            f.fault(&["checkpoint", "rm", "rm-me"], "checkpoint-rm", p, fault);
+            f.check(&format!("checkpoint rm:{p}:{fault}"), kept);
+            f.remove_if_built("rm-me");
+        }
+    }
 }
 
 fn lab_fault(lab: &TestLab, args: &[&str], command: &str, phase: &str, fault: &str) {

@@ -214,9 +214,7 @@ fn a_machine_that_cannot_boot_fails_fast_with_its_console() {
         "[[image]]\nname = \"broken\"\nurl = \"http://127.0.0.1:{}/broken.qcow2\"\nsha256 = \"{sha}\"\n",
         lab.server.port
     ));
-    let started = std::time::Instant::now();
     let out = lab.lab(&["up"]);
-    let took = started.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot boot"), "{err}");
@@ -224,8 +222,8 @@ fn a_machine_that_cannot_boot_fails_fast_with_its_console() {
         err.contains("console"),
         "the console lines that show why: {err}"
     );
-    // Far below the 900 s boot time-out: the console shows a dead boot within seconds of it happening.
-    assert!(took < wait_secs(240), "took {took:?}");
+    // Found from the console, not by the 900 s boot time-out running out (that error says "did not answer SSH").
+    assert!(!err.contains("did not answer SSH"), "{err}");
     assert_eq!(
         host_objects(),
         before,

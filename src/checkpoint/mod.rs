@@ -34,6 +34,10 @@ pub struct Record {
 pub struct MachineRecord {
     pub layer: String,
     pub memory: Option<String>,
+    /// The memory file's length when it was saved: a restore refuses a state of another length (truncated or
+    /// replaced) before it changes anything. None in records made before lab kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
     /// How the disk layer was made whole at the snapshot (so it can also be booted on its own).
     #[serde(default)]
     pub flushed: Flush,

@@ -121,10 +121,10 @@ pub fn main() -> i32 {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let cancel = Cancel::new();
     let result = rt.block_on(async {
-        let cancel = Cancel::new();
         cancel.listen(print::err);
-        commands::run(args, cancel).await
+        commands::run(args, cancel.clone()).await
     });
     if ABANDONED_CONNECT.load(Ordering::SeqCst) {
         // A connect that was given up on (a libvirt host that never answered) must not hold the exit: its thread
@@ -142,7 +142,13 @@ pub fn main() -> i32 {
             if let Some(h) = f.hint {
                 print::err(&format!("  hint: {h}"));
             }
-            f.code
+            // Interrupted is a fact of the command, not of the error that came back: a Ctrl-C typed at a terminal
+            // also reaches child processes, whose failure is then an ordinary error.
+            if f.code == EXIT_FAILURE && cancel.is_interrupted() {
+                EXIT_INTERRUPTED
+            } else {
+                f.code
+            }
         }
     }
 }

@@ -146,6 +146,9 @@ pub trait Hypervisor: Send + Sync {
     fn kvm_available(&self, arch: &str) -> Result<bool>;
     /// The machine types the host's QEMU offers for this architecture (versioned names and aliases).
     fn machine_types(&self, arch: &str) -> Result<Vec<String>>;
+    /// The named CPU models this host can run for `arch` under `virt_type` (`kvm` or `qemu`); empty when libvirt
+    /// cannot say.
+    fn cpu_models(&self, arch: &str, virt_type: &str) -> Result<Vec<String>>;
 
     fn networks(&self) -> Result<Vec<NetworkInfo>>;
     /// Defines (if missing) and starts (if inactive) a persistent network.
@@ -222,6 +225,9 @@ pub trait Hypervisor: Send + Sync {
     fn external_snapshot(&self, name: &str, snapshot_xml: &str, disk_only: bool) -> Result<()>;
     /// Sends a QEMU guest agent command (JSON) and returns its answer; fails fast when no agent answers.
     fn agent(&self, name: &str, command: &str, timeout_secs: i32) -> Result<String>;
+    /// The domain definition in a memory file's header (libvirt's save-image format): reading it checks the
+    /// header without loading the state.
+    fn memory_state_xml(&self, memory_file: &str) -> Result<String>;
     /// Starts a domain from a memory file written by an external snapshot, with `xml` as its definition.
     fn restore_memory(&self, memory_file: &str, xml: &str, paused: bool) -> Result<()>;
 }

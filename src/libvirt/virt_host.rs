@@ -249,6 +249,24 @@ impl Hypervisor for VirtHost {
         Ok(xml_read::machine_types(&caps, arch))
     }
 
+    fn cpu_models(&self, arch: &str, virt_type: &str) -> Result<Vec<String>> {
+        // Like kvm_available: no domain capabilities for this type is "no models known", not a failure.
+        let caps = self
+            .conn
+            .domain_capabilities(None, Some(arch), None, Some(virt_type), 0)
+            .map(Some)
+            .or_else(|e| {
+                let e = wrap("query", "domain capabilities")(e);
+                match e.kind {
+                    ErrorKind::Unreachable | ErrorKind::PermissionDenied => Err(e),
+                    _ => Ok(None),
+                }
+            })?;
+        Ok(caps
+            .map(|c| xml_read::usable_cpu_models(&c))
+            .unwrap_or_default())
+    }
+
     fn kvm_available(&self, arch: &str) -> Result<bool> {
         // libvirt answers with an error when it has no KVM for this architecture (or, like the test driver, no
         // domain capabilities at all): that is a "no", unless the connection itself failed.
@@ -659,6 +677,12 @@ impl Hypervisor for VirtHost {
         self.domain(name)?
             .qemu_agent_command(command, timeout_secs, 0)
             .map_err(wrap("ask the guest agent of", name))
+    }
+
+    fn memory_state_xml(&self, memory_file: &str) -> Result<String> {
+        self.conn
+            .save_image_xml_desc(memory_file, 0)
+            .map_err(wrap("read the memory state header of", memory_file))
     }
 
     fn restore_memory(&self, memory_file: &str, xml: &str, paused: bool) -> Result<()> {

@@ -82,6 +82,22 @@ pub fn hardware(xml: &str) -> Option<crate::render::xml::Hardware> {
     })
 }
 
+/// The CPU models domain capabilities call usable in custom mode (named models this host runs).
+pub fn usable_cpu_models(domain_capabilities: &str) -> Vec<String> {
+    let Some(doc) = parse(domain_capabilities, "domainCapabilities") else {
+        return Vec::new();
+    };
+    doc.descendants()
+        .filter(|m| is(m, "mode") && m.attribute("name") == Some("custom"))
+        .flat_map(|mode| {
+            mode.children()
+                .filter(|m| is(m, "model") && m.attribute("usable") == Some("yes"))
+                .filter_map(text)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The machine types a host's QEMU offers for an architecture (`virsh capabilities`: every `<machine>` of the
 /// `<guest>` for that arch, versioned names and their aliases).
 pub fn machine_types(capabilities: &str, arch: &str) -> Vec<String> {
@@ -204,6 +220,21 @@ pub fn capabilities_domain_type(xml: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usable_cpu_models_of_custom_mode() {
+        // Abridged from `virsh domcapabilities --virttype qemu`, libvirt 9.0.
+        let caps = r#"<domainCapabilities><cpu>
+  <mode name='host-model' supported='yes'><model fallback='forbid'>EPYC</model></mode>
+  <mode name='custom' supported='yes'>
+    <model usable='yes' vendor='unknown'>qemu64</model>
+    <model usable='no' vendor='AMD'>phenom</model>
+    <model usable='yes' vendor='Intel'>Nehalem</model>
+  </mode>
+</cpu></domainCapabilities>"#;
+        assert_eq!(usable_cpu_models(caps), ["qemu64", "Nehalem"]);
+        assert!(usable_cpu_models("<capabilities/>").is_empty());
+    }
 
     /// `virsh -c qemu:///system dumpxml` of a lab machine, libvirt 9.0: double quotes in the stamp that lab wrote
     /// with single quotes, addresses and controllers added, a second disk and a CD-ROM.

@@ -152,8 +152,10 @@ fn clear_build(ctx: &Context) -> Result<()> {
 
 /// A build that stopped (a failed step, or the user): the lab goes back to `at`, the last checkpoint it stood on,
 /// and the half-built disks go. A failed step's error is passed on; an interruption says where the lab is.
+/// Whether the user interrupted is the command's token, not the error that came back: a Ctrl-C typed at a terminal
+/// reaches the whole process group, and a step's error may be another process's reaction to it.
 async fn give_up(ctx: &Context, at: &str, e: Error) -> Error {
-    let interrupted = e.is_interrupted();
+    let interrupted = ctx.cancel.is_interrupted() || e.is_interrupted();
     if !interrupted {
         clear_build(ctx).err().unwrap_or(e)
     } else {

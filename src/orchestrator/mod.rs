@@ -136,6 +136,15 @@ pub enum Error {
         what: &'static str,
         volume: String,
     },
+    #[error(
+        "checkpoint `{name}` is damaged: {machine}'s memory state {volume} is not whole: {why}"
+    )]
+    MemoryDamaged {
+        name: String,
+        machine: String,
+        volume: String,
+        why: String,
+    },
     #[error("checkpoint `{name}` has children ({children})")]
     HasChildren { name: String, children: String },
     #[error("the machines run on checkpoint `{0}`")]
@@ -158,12 +167,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{count} problem(s) while {what}:\n  {list}")]
-    Many {
-        what: String,
-        count: usize,
-        list: String,
-    },
+    /// Several machines (or items) failed at once; each error keeps its type.
+    #[error("{} problem(s) while {what}:\n  {}", errors.len(), errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Many { what: String, errors: Vec<Error> },
     /// The user interrupted the command; the text says where the lab stands.
     #[error("interrupted: {0}")]
     Interrupted(String),
@@ -204,7 +210,9 @@ impl Error {
             Error::NoCheckpoint { .. } => Some("`lab checkpoints` lists them".into()),
             Error::NotBuilt { .. } => Some("without --no-build lab builds it".into()),
             Error::Stale { .. } => Some("without --no-build lab rebuilds it".into()),
-            Error::Damaged { .. } => Some("nothing was changed; `lab checkpoint rm` removes the damaged checkpoint".into()),
+            Error::Damaged { .. } | Error::MemoryDamaged { .. } => {
+                Some("nothing was changed; `lab checkpoint rm` removes the damaged checkpoint".into())
+            }
             Error::HasChildren { .. } => Some("--recursive removes them too".into()),
             Error::InUse(_) => Some("restore another checkpoint first".into()),
             Error::NoBase => Some("`lab destroy` and `lab up` make a new one".into()),
@@ -214,6 +222,16 @@ impl Error {
                  LAB_POOL_ROOT for new labs"
                     .into(),
             ),
+            Error::Many { errors, .. } => {
+                // The distinct hints of the errors, in order.
+                let mut hints: Vec<String> = Vec::new();
+                for h in errors.iter().filter_map(Error::hint) {
+                    if !hints.contains(&h) {
+                        hints.push(h);
+                    }
+                }
+                (!hints.is_empty()).then(|| hints.join("; "))
+            }
             _ => None,
         }
     }
@@ -231,20 +249,22 @@ impl Error {
         match errors.len() {
             0 => None,
             1 => errors.into_iter().next(),
-            n => Some(Error::Many {
+            _ => Some(Error::Many {
                 what: what.into(),
-                count: n,
-                list: errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n  "),
+                errors,
             }),
         }
     }
 
+    /// The error says the command was interrupted (or one of several errors does). Whether to undo work is
+    /// decided from the command's token (`Cancel::is_interrupted`), not from this: a Ctrl-C typed at a terminal
+    /// may reach a child process first, and its failure is then an ordinary error.
     pub fn is_interrupted(&self) -> bool {
-        matches!(self, Error::Interrupted(_))
+        match self {
+            Error::Interrupted(_) => true,
+            Error::Many { errors, .. } => errors.iter().any(Error::is_interrupted),
+            _ => false,
+        }
     }
 
     /// A name the user typed that the lab file does not know: bad usage (exit 2), found before any work.

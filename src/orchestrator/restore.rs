@@ -195,27 +195,8 @@ async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Resul
         call(&ctx.hv, move |hv| Ok((hv.volumes(&p)?, hv.pool_path(&p)?))).await?
     };
     let pool_path = pool_path.ok_or_else(|| Error::NotUp(ctx.lab.name.clone()))?;
-    let present: std::collections::BTreeSet<String> = vols.into_iter().map(|v| v.name).collect();
-    for m in &ctx.lab.machines {
-        let mr = record.machines.get(&m.name).ok_or_else(|| Error::Damaged {
-            name: name.into(),
-            machine: m.name.clone(),
-            what: "disk layer",
-            volume: "(none recorded)".into(),
-        })?;
-        let files = std::iter::once(("disk layer", &mr.layer))
-            .chain(mr.memory.iter().map(|v| ("memory file", v)));
-        for (what, v) in files {
-            if !present.contains(v) {
-                return Err(Error::Damaged {
-                    name: name.into(),
-                    machine: m.name.clone(),
-                    what,
-                    volume: v.clone(),
-                });
-            }
-        }
-    }
+    let present: BTreeMap<String, u64> = vols.into_iter().map(|v| (v.name, v.physical)).collect();
+    check_present(ctx, name, &record, &present)?;
     ensure_space(ctx, ctx.lab.machines.len() as u64 * (64 << 20)).await?;
 
     let gens = generations(ctx, state).await?;
@@ -235,6 +216,9 @@ async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Resul
                 false
             }
         };
+    if memory {
+        check_memory_states(ctx, name, &record, &present, &pool_path).await?;
+    }
     let hw = if memory {
         saved_hw
     } else {
@@ -259,7 +243,7 @@ async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Resul
             running: st == Some(DomainState::Running),
             defined: st.is_some(),
             // A machine that has no domain runs on no disk (an imported kit's first `up`).
-            old_disk: (st.is_some() && present.contains(&old_disk)).then_some(old_disk),
+            old_disk: (st.is_some() && present.contains_key(&old_disk)).then_some(old_disk),
             overlay_xml: xml::overlay(
                 &new_disk,
                 machine.disk,
@@ -304,6 +288,69 @@ async fn plan(ctx: &Context, state: &mut State, name: &str, undo: Undo) -> Resul
         planned_undo,
         discard,
     })
+}
+
+/// Each machine's disk layer and memory file are in the pool.
+fn check_present(
+    ctx: &Context,
+    name: &str,
+    record: &Record,
+    present: &BTreeMap<String, u64>,
+) -> Result<()> {
+    for m in &ctx.lab.machines {
+        let mr = record.machines.get(&m.name).ok_or_else(|| Error::Damaged {
+            name: name.into(),
+            machine: m.name.clone(),
+            what: "disk layer",
+            volume: "(none recorded)".into(),
+        })?;
+        let files = std::iter::once(("disk layer", &mr.layer))
+            .chain(mr.memory.iter().map(|v| ("memory file", v)));
+        for (what, v) in files {
+            if !present.contains_key(v) {
+                return Err(Error::Damaged {
+                    name: name.into(),
+                    machine: m.name.clone(),
+                    what,
+                    volume: v.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cheap checks that find a damaged memory state before anything changes: its length is the one recorded
+/// when it was saved, and libvirt reads its header. A state that passes and still fails to load is one this
+/// host's QEMU refuses: that machine boots the checkpoint's disk instead (`load`).
+async fn check_memory_states(
+    ctx: &Context,
+    name: &str,
+    record: &Record,
+    present: &BTreeMap<String, u64>,
+    pool_path: &str,
+) -> Result<()> {
+    for m in &ctx.lab.machines {
+        let mr = &record.machines[&m.name];
+        let Some(v) = &mr.memory else { continue };
+        let damaged = |why: String| Error::MemoryDamaged {
+            name: name.into(),
+            machine: m.name.clone(),
+            volume: v.clone(),
+            why,
+        };
+        let length = present.get(v).copied().unwrap_or(0);
+        if let Some(want) = mr.memory_bytes.filter(|w| *w != length) {
+            return Err(damaged(format!(
+                "it holds {length} bytes, and {want} were saved"
+            )));
+        }
+        let file = format!("{pool_path}/{v}");
+        if let Err(e) = call(&ctx.hv, move |hv| hv.memory_state_xml(&file)).await {
+            return Err(damaged(format!("libvirt cannot read its header ({e})")));
+        }
+    }
+    Ok(())
 }
 
 impl Plan {
@@ -358,6 +405,7 @@ fn undo_record(plan: &Plan, before: &State, flushed: &BTreeMap<String, Flush>) -
                 MachineRecord {
                     layer: m.old_disk.clone()?,
                     memory: None,
+                    memory_bytes: None,
                     flushed: flushed.get(&m.machine).copied().unwrap_or_default(),
                 },
             ))
@@ -446,8 +494,8 @@ struct Loaded {
     booted: bool,
 }
 
-/// Whether a memory state saved on `saved` hardware loads on this host: the same accelerator, and a QEMU that
-/// offers its machine type. Err says why not.
+/// Whether a memory state saved on `saved` hardware loads on this host: the same accelerator, a CPU that runs its
+/// CPU model, and a QEMU that offers its machine type. Err says why not.
 async fn memory_fits(
     ctx: &Context,
     saved: &Hardware,
@@ -459,10 +507,24 @@ async fn memory_fits(
             saved.accel
         )));
     }
+    let arch = ctx.lab.arch.qemu().to_string();
+    if let Some(cpu) = saved.cpu.clone() {
+        let (a, virt_type) = (
+            arch.clone(),
+            match host {
+                crate::render::xml::Accel::Kvm => "kvm",
+                crate::render::xml::Accel::Tcg => "qemu",
+            },
+        );
+        let models = call(&ctx.hv, move |hv| hv.cpu_models(&a, virt_type)).await?;
+        // An empty list: libvirt cannot say, and QEMU decides at the load.
+        if !models.is_empty() && !models.contains(&cpu) {
+            return Ok(Err(format!("this host cannot run its CPU model {cpu}")));
+        }
+    }
     if saved.machine == "q35" {
         return Ok(Ok(()));
     }
-    let arch = ctx.lab.arch.qemu().to_string();
     let types = call(&ctx.hv, move |hv| hv.machine_types(&arch)).await?;
     Ok(if types.contains(&saved.machine) {
         Ok(())

@@ -201,6 +201,8 @@ async fn take(
         Ok(None) => return (BTreeMap::new(), vec![Error::NotUp(ctx.lab.name.clone())]),
         Err(e) => return (BTreeMap::new(), vec![e.into()]),
     };
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let first = &first;
     let (done, errors) = each_machine(ctx, |m| {
         let d = ctx.dom(&m);
         let (gen, next_gen) = gens[&m];
@@ -210,14 +212,23 @@ async fn take(
         let mem_path = memory.as_ref().map(|v| format!("{pool_path}/{v}"));
         let snap = xml::external_snapshot(&format!("lab-{gen}"), mem_path.as_deref(), &next);
         let flushed = flushed.get(&m).copied().unwrap_or_default();
+        let (pool, mem) = (ctx.pool(), memory.clone());
         async move {
-            call(&ctx.hv, move |hv| {
-                hv.external_snapshot(&d, &snap, disk_only)
+            let memory_bytes = call(&ctx.hv, move |hv| {
+                hv.external_snapshot(&d, &snap, disk_only)?;
+                // Its length, which a restore compares before it changes anything.
+                mem.map(|v| hv.read_volume(&pool, &v, 0, 0).map(|b| b.size))
+                    .transpose()
             })
             .await?;
+            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                // Inside the phase: one machine's memory state is written, the others' may not be yet.
+                super::phases::point("snapshot", "saving", &ctx.cancel);
+            }
             Ok(MachineRecord {
                 layer,
                 memory,
+                memory_bytes,
                 flushed,
             })
         }

@@ -86,8 +86,10 @@ pub async fn up(ctx: &Context, opts: &UpOptions) -> Result<Arrived> {
     let Err(e) = result else {
         return Ok(Arrived::Up);
     };
+    // The user's Ctrl-C is the command's token; the error may be a child's reaction to the same signal.
+    let interrupted = ctx.cancel.is_interrupted() || e.is_interrupted();
     if fresh && !opts.keep_on_failure && !matches!(e, Error::NameTaken { .. } | Error::Host(_)) {
-        if e.is_interrupted() {
+        if interrupted {
             ctx.ui.warn("interrupted: removing what this `up` made");
         } else {
             ctx.ui
@@ -96,7 +98,7 @@ pub async fn up(ctx: &Context, opts: &UpOptions) -> Result<Arrived> {
         if let Err(d) = destroy(ctx, false).await {
             ctx.ui.warn(&format!("could not remove everything: {d}"));
         }
-        if e.is_interrupted() {
+        if interrupted {
             return Err(Error::Interrupted(
                 "nothing is left of this first `lab up`".into(),
             ));

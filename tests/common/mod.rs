@@ -165,34 +165,37 @@ impl TestLab {
 
     pub fn lab_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         eprintln!("$ lab {}", args.join(" "));
-        let out = Command::new("timeout")
-            .arg("1500")
-            .arg(env!("CARGO_BIN_EXE_lab"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("XDG_CACHE_HOME", self.path("cache"))
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env("LAB_ACCEL", "tcg")
-            .env("LAB_CONNECT", "qemu:///system")
+        let mut c = Command::new("timeout");
+        c.arg("1500").arg(env!("CARGO_BIN_EXE_lab"));
+        let out = self
+            .setup(c, args)
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
             .output()
             .expect("run lab");
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
         out
     }
 
-    /// Starts `lab ARGS` without waiting (to interrupt it).
-    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+    /// `lab ARGS` in the lab's folder, with its XDG folders, to spawn (no input; output inherited).
+    pub fn command(&self, args: &[&str]) -> Command {
         eprintln!("$ lab {} &", args.join(" "));
-        Command::new(env!("CARGO_BIN_EXE_lab"))
-            .args(args)
+        self.setup(Command::new(env!("CARGO_BIN_EXE_lab")), args)
+    }
+
+    fn setup(&self, mut c: Command, args: &[&str]) -> Command {
+        c.args(args)
             .current_dir(self.dir.path())
             .env("XDG_CACHE_HOME", self.path("cache"))
             .env("XDG_STATE_HOME", self.path("state"))
             .env("LAB_ACCEL", "tcg")
             .env("LAB_CONNECT", "qemu:///system")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Starts `lab ARGS` without waiting (to interrupt it).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
