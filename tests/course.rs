@@ -469,7 +469,9 @@ fn download_urls_are_the_names_upstream_release_tooling_publishes() {
     }
 }
 
+#[path = "course/probes.rs"]
 mod probes;
+#[path = "course/sandbox.rs"]
 mod sandbox;
 use sandbox::{assert_file_check, files, with, written, FileCheck, Files, STEPS};
 
