@@ -473,7 +473,9 @@ fn download_urls_are_the_names_upstream_release_tooling_publishes() {
 mod probes;
 #[path = "course/sandbox.rs"]
 mod sandbox;
-use sandbox::{assert_file_check, files, with, written, FileCheck, Files, STEPS};
+use sandbox::{
+    assert_file_check, files, standalone_kubelet, with, written, FileCheck, Files, STEPS,
+};
 
 /// The cluster's PKI made in `dir` with lib.sh's own make_ca and make_cert (as the step scripts make it), another
 /// cluster's CA, and kubeconfigs in the layout `kubectl config` writes them (lib.sh's write_kubeconfig_as) or, for
@@ -674,18 +676,7 @@ fn file_checks_pass_on_the_lessons_files_and_fail_on_broken_ones() {
     // Lesson 2: the standalone kubelet's drop-ins.
     let resolv = "/run/systemd/resolve/resolv.conf";
     let nginx = "/etc/kubernetes/manifests/nginx.yaml";
-    let standalone = files(&[
-        (&d("99-cri.conf"), &w("02-kubelet.sh", &d("99-cri.conf"))),
-        (
-            &d("70-authnz.conf"),
-            &w("02-kubelet.sh", &d("70-authnz.conf")),
-        ),
-        (
-            &d("50-static-pods.conf"),
-            &w("02-kubelet.sh", &d("50-static-pods.conf")),
-        ),
-        (nginx, &w("02-kubelet.sh", nginx)),
-    ]);
+    let standalone = standalone_kubelet();
     let resolved = with(
         &standalone,
         &[

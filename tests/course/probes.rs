@@ -3,7 +3,9 @@
 //! prove the parsing; what only a cluster shows is in BEHAVIOUR, with the upstream source that says so.
 
 use super::course;
-use super::sandbox::{assert_file_check, files, stub, with, written, FileCheck, Files, STEPS};
+use super::sandbox::{
+    assert_file_check, files, standalone_kubelet, stub, with, written, FileCheck, Files, STEPS,
+};
 use std::process::Command;
 
 /// What each stubbed answer stands for, and the upstream source (at the lab's pinned versions, or the stored version
@@ -486,20 +488,8 @@ fn api_server_sans_are_matched_whole() {
 #[test]
 fn kubelet_files_are_read_in_any_yaml_style() {
     let d = |n: &str| format!("/var/lib/kubelet/config.d/{n}");
-    let w = |s: &str, p: &str| written(s, p).into_bytes();
     let nginx = "/etc/kubernetes/manifests/nginx.yaml";
-    let step = files(&[
-        (&d("99-cri.conf"), &w("02-kubelet.sh", &d("99-cri.conf"))),
-        (
-            &d("70-authnz.conf"),
-            &w("02-kubelet.sh", &d("70-authnz.conf")),
-        ),
-        (
-            &d("50-static-pods.conf"),
-            &w("02-kubelet.sh", &d("50-static-pods.conf")),
-        ),
-        (nginx, &w("02-kubelet.sh", nginx)),
-    ]);
+    let step = standalone_kubelet();
     let manifest = written("02-kubelet.sh", nginx);
     let image = |img: &str| {
         with(

@@ -232,3 +232,16 @@ pub(crate) fn stub(answers: &[(&str, &str, i32)], rest: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// What the lesson 2 step writes for a standalone kubelet where systemd-resolved does not run: its drop-ins and
+/// the static pod's manifest.
+pub(crate) fn standalone_kubelet() -> Files {
+    let w = |dest: &str| written("02-kubelet.sh", dest).into_bytes();
+    let paths = [
+        "/var/lib/kubelet/config.d/99-cri.conf",
+        "/var/lib/kubelet/config.d/70-authnz.conf",
+        "/var/lib/kubelet/config.d/50-static-pods.conf",
+        "/etc/kubernetes/manifests/nginx.yaml",
+    ];
+    paths.iter().map(|p| (p.to_string(), w(p))).collect()
+}
