@@ -469,188 +469,13 @@ fn download_urls_are_the_names_upstream_release_tooling_publishes() {
     }
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// The checks that read files, run on correct and broken copies of those files, without a cluster.
-// ---------------------------------------------------------------------------------------------------------------
-
-/// Files by absolute path inside a machine. Content starting with `#!` is made executable.
-type Files = std::collections::BTreeMap<String, Vec<u8>>;
-
-fn files(list: &[(&str, &[u8])]) -> Files {
-    list.iter()
-        .map(|(p, c)| (p.to_string(), c.to_vec()))
-        .collect()
-}
-
-/// `base` with `changes` applied: a path with content is put (replaced or added), one with None removed.
-fn with(base: &Files, changes: &[(&str, Option<&[u8]>)]) -> Files {
-    let mut out = base.clone();
-    for (p, c) in changes {
-        match c {
-            Some(c) => out.insert(p.to_string(), c.to_vec()),
-            None => out.remove(*p),
-        };
-    }
-    out
-}
-
-const STEPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/labs/k8s-hard-way/steps");
-
-/// What step script `script` writes to `dest`: the here-document of its `put DEST MODE <<'TAG'` line.
-fn written(script: &str, dest: &str) -> String {
-    let text = std::fs::read_to_string(format!("{STEPS}/{script}")).unwrap();
-    let mut lines = text.lines();
-    let head = lines
-        .find(|l| l.trim_start().starts_with(&format!("put {dest} ")))
-        .unwrap_or_else(|| panic!("{script} puts no {dest}"));
-    let tag = head.rsplit("<<").next().unwrap().trim().trim_matches('\'');
-    let body: Vec<&str> = lines.take_while(|l| *l != tag).collect();
-    body.join("\n") + "\n"
-}
-
-/// The check named `name` of checkpoint `checkpoint` in the course lab.
-fn check_text(lab: &model::Lab, checkpoint: &str, name: &str) -> String {
-    let c = lab.checkpoint(checkpoint).unwrap();
-    let found: Vec<_> = c.checks.iter().filter(|k| k.name == name).collect();
-    assert_eq!(found.len(), 1, "{checkpoint} has one check named `{name}`");
-    found[0].run.clone()
-}
-
-/// Runs a check's `run` text the way lab does (`bash -s`, the text on standard input) in a throwaway mount
-/// namespace made by bubblewrap: the root is an empty tmpfs with the host's programs (/usr and its /bin, /lib...
-/// links) and a few files of /etc that programs need (the dynamic linker's cache, alternatives, openssl's config)
-/// read-only, and `files` bound read-only at their paths. None of the host's own /etc/containerd, /etc/kubernetes,
-/// /var, /run, /root or /home is visible, and nothing of the host is written. Ok, or the check's output.
-fn run_check(run: &str, files: &Files, hostname: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = [
-        "--die-with-parent",
-        "--unshare-all",
-        "--share-net",
-        "--unshare-uts",
-        "--hostname",
-        hostname,
-        "--tmpfs",
-        "/",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
-        "--tmpfs",
-        "/run",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-        match std::fs::symlink_metadata(top) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(top).unwrap();
-                args.extend(["--symlink".into(), target.display().to_string(), top.into()]);
-            }
-            Ok(m) if m.is_dir() => args.extend(["--ro-bind".into(), top.into(), top.into()]),
-            _ => {}
-        }
-    }
-    for etc in [
-        "/etc/ld.so.cache",
-        "/etc/alternatives",
-        "/etc/ssl",
-        "/etc/passwd",
-        "/etc/group",
-    ] {
-        args.extend(["--ro-bind-try".into(), etc.into(), etc.into()]);
-    }
-    for (i, (path, content)) in files.iter().enumerate() {
-        assert!(
-            path.starts_with('/') && !path.starts_with("/usr/"),
-            "{path}"
-        );
-        let src = dir.path().join(i.to_string());
-        std::fs::write(&src, content).unwrap();
-        let mode = if content.starts_with(b"#!") {
-            0o755
-        } else {
-            0o644
-        };
-        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(mode)).unwrap();
-        args.extend(["--ro-bind".into(), src.display().to_string(), path.clone()]);
-    }
-    args.extend(["--chdir", "/", "timeout", "60", "bash", "-s"].map(String::from));
-    let mut child = match Command::new("bwrap")
-        .args(&args)
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("HOME", "/root")
-        .env("LC_ALL", "C")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "bubblewrap (bwrap) runs the file checks in a throwaway mount namespace: {e}; \
-             install it (Debian: apt-get install bubblewrap; .ci/run does)"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(run.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("bwrap:"),
-        "bubblewrap could not set up the sandbox: {text}"
-    );
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(text.trim().to_string())
-    }
-}
-
-/// A file check and the samples it must pass and fail.
-struct FileCheck {
-    checkpoint: &'static str,
-    name: &'static str,
-    hostname: &'static str,
-    good: Vec<(&'static str, Files)>,
-    broken: Vec<(&'static str, Files)>,
-}
-
-fn assert_file_check(lab: &model::Lab, c: &FileCheck) -> Vec<String> {
-    let run = check_text(lab, c.checkpoint, c.name);
-    let mut failures = Vec::new();
-    for (what, f) in &c.good {
-        if let Err(out) = run_check(&run, f, c.hostname) {
-            failures.push(format!("`{}` fails on {what}:\n{out}", c.name));
-        }
-    }
-    for (what, f) in &c.broken {
-        if run_check(&run, f, c.hostname).is_ok() {
-            failures.push(format!("`{}` passes on a broken state: {what}", c.name));
-        }
-    }
-    failures
-}
+#[path = "course/probes.rs"]
+mod probes;
+#[path = "course/sandbox.rs"]
+mod sandbox;
+use sandbox::{
+    assert_file_check, files, standalone_kubelet, with, written, FileCheck, Files, STEPS,
+};
 
 /// The cluster's PKI made in `dir` with lib.sh's own make_ca and make_cert (as the step scripts make it), another
 /// cluster's CA, and kubeconfigs in the layout `kubectl config` writes them (lib.sh's write_kubeconfig_as) or, for
@@ -851,18 +676,7 @@ fn file_checks_pass_on_the_lessons_files_and_fail_on_broken_ones() {
     // Lesson 2: the standalone kubelet's drop-ins.
     let resolv = "/run/systemd/resolve/resolv.conf";
     let nginx = "/etc/kubernetes/manifests/nginx.yaml";
-    let standalone = files(&[
-        (&d("99-cri.conf"), &w("02-kubelet.sh", &d("99-cri.conf"))),
-        (
-            &d("70-authnz.conf"),
-            &w("02-kubelet.sh", &d("70-authnz.conf")),
-        ),
-        (
-            &d("50-static-pods.conf"),
-            &w("02-kubelet.sh", &d("50-static-pods.conf")),
-        ),
-        (nginx, &w("02-kubelet.sh", nginx)),
-    ]);
+    let standalone = standalone_kubelet();
     let resolved = with(
         &standalone,
         &[
