@@ -244,7 +244,10 @@ impl Error {
     }
 
     pub fn is_interrupted(&self) -> bool {
-        matches!(self, Error::Interrupted(_))
+        match self {
+            Error::Download(e) => e.is_interrupted(),
+            _ => matches!(self, Error::Interrupted(_)),
+        }
     }
 
     /// A name the user typed that the lab file does not know: bad usage (exit 2), found before any work.
