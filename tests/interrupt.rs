@@ -113,15 +113,33 @@ fn signal(child: &Child, sig: libc::c_int) {
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
 }
 
-/// Starts `cmd`, waits until `srv` sent some of a body, sends `sig`; returns its output and whether the server
-/// had finished any body when it exited.
-async fn interrupt(srv: &Server, mut cmd: Command, sig: libc::c_int) -> (Output, usize) {
+/// Starts `cmd`, waits until `srv` sent some of a body, sends `sig`; checks that lab exited 130 saying `says`
+/// while the server was still sending (only `whole` bodies were sent to their end), and that the server then saw
+/// its connection closed. Returns lab's output.
+async fn stopped_mid_body(
+    srv: &Server,
+    mut cmd: Command,
+    sig: libc::c_int,
+    whole: usize,
+    says: &str,
+) -> Output {
     let child = cmd.spawn().unwrap();
     wait_for("the first MiB to be sent", || srv.bytes_sent() >= 1 << 20).await;
     signal(&child, sig);
     let out = exited(child).await;
-    let completed = srv.completed();
-    (out, completed)
+    assert_eq!(
+        srv.completed(),
+        whole,
+        "lab exited while the server was still sending"
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains(says), "{err}");
+    wait_for("the server to see its connection closed", || {
+        srv.abandoned() == 1
+    })
+    .await;
+    out
 }
 
 fn stderr(out: &Output) -> String {
@@ -150,22 +168,15 @@ async fn fetch_is_stopped_and_resumed(sig: libc::c_int) {
     let file = lab_file(&home, &srv.url("/big.qcow2"), &sha256(&data));
     let file = file.to_str().unwrap();
 
-    let (out, completed) = interrupt(&srv, home.lab(&["--file", file, "fetch"]), sig).await;
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert_eq!(
-        completed, 0,
-        "lab exited while the server was still sending"
-    );
-    assert!(
-        err.contains("interrupted: the download of big was stopped"),
-        "{err}"
-    );
-    assert!(err.contains("run the command again to resume"), "{err}");
-    wait_for("the server to see its connection closed", || {
-        srv.abandoned() == 1
-    })
+    let out = stopped_mid_body(
+        &srv,
+        home.lab(&["--file", file, "fetch"]),
+        sig,
+        0,
+        "interrupted: the download of big was stopped",
+    )
     .await;
+    assert!(stderr(&out).contains("run the command again to resume"));
     let partials = home.partials();
     assert_eq!(partials.len(), 1, "the partial file is kept: {partials:?}");
     let kept = partials[0].1;
@@ -226,17 +237,13 @@ async fn ctrl_c_stops_lab_kit_verify_and_leaves_nothing() {
     let srv = Server::start().await;
     let url = kit(&srv, &body());
     let home = Home::new();
-    let (out, completed) = interrupt(&srv, home.lab(&["kit", "verify", &url]), libc::SIGINT).await;
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert_eq!(completed, 1, "only kit.json was sent whole");
-    assert!(
-        err.contains("the check of the kit was stopped; nothing was changed"),
-        "{err}"
-    );
-    wait_for("the server to see its connection closed", || {
-        srv.abandoned() == 1
-    })
+    stopped_mid_body(
+        &srv,
+        home.lab(&["kit", "verify", &url]),
+        libc::SIGINT,
+        1, // kit.json
+        "the check of the kit was stopped; nothing was changed",
+    )
     .await;
     assert!(
         files(&home.path("tmp")).is_empty(),
@@ -250,17 +257,13 @@ async fn sigterm_stops_the_download_phase_of_lab_import() {
     let url = kit(&srv, &body());
     let home = Home::new();
     let cmd = home.lab(&["import", &url, "--connect", "test:///default"]);
-    let (out, completed) = interrupt(&srv, cmd, libc::SIGTERM).await;
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert_eq!(completed, 1, "only kit.json was sent whole");
-    assert!(
-        err.contains("interrupted: the download of assets/big was stopped"),
-        "{err}"
-    );
-    wait_for("the server to see its connection closed", || {
-        srv.abandoned() == 1
-    })
+    stopped_mid_body(
+        &srv,
+        cmd,
+        libc::SIGTERM,
+        1, // kit.json
+        "interrupted: the download of assets/big was stopped",
+    )
     .await;
     assert_eq!(
         home.partials().len(),
