@@ -782,7 +782,10 @@ async fn import(
         hv,
         dirs,
         ui.clone(),
-        crate::download::Options::default(),
+        crate::download::Options {
+            cancel: cancel.clone(),
+            ..Default::default()
+        },
         args.global.accel.as_str().into(),
         cancel.clone(),
     )

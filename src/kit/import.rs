@@ -145,7 +145,8 @@ pub struct Imported {
     pub checkpoints: Vec<String>,
 }
 
-/// `lab import`. Everything a host-side command needs besides the lab, which comes from the kit.
+/// `lab import`. Everything a host-side command needs besides the lab, which comes from the kit; `download_opts`
+/// carries `cancel` too, so an interruption stops the downloads.
 #[allow(clippy::too_many_arguments)]
 pub async fn import(
     opts: &ImportOptions,
@@ -157,10 +158,6 @@ pub async fn import(
     cancel: crate::cancel::Cancel,
 ) -> Result<Imported> {
     let m = manifest(&opts.source, &cancel).await?;
-    let download_opts = download::Options {
-        cancel: cancel.clone(),
-        ..download_opts
-    };
     if let Some(file_lab) = opts.file_lab.as_ref().filter(|l| **l != m.lab) {
         return Err(KitError::OtherLab {
             kit: m.lab.clone(),
