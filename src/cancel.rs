@@ -68,6 +68,14 @@ impl Cancel {
         }
     }
 
+    /// Waits `d`, or less when the command is asked to stop: then Err(Interrupted).
+    pub async fn sleep(&self, d: std::time::Duration) -> Result<(), Interrupted> {
+        tokio::select! {
+            _ = self.interrupted() => Err(Interrupted),
+            _ = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+
     /// Turns SIGINT and SIGTERM into this token: the first interrupts, the next ones hurry. `say` tells the user
     /// what happens (once per signal). Must be called inside the tokio runtime.
     pub fn listen(&self, say: impl Fn(&str) + Send + 'static) {
@@ -102,6 +110,23 @@ impl Cancel {
     }
 }
 
+/// A reader for blocking loops that fails at its next read once the command is interrupted (an
+/// [`std::io::ErrorKind::Other`] error: `io::copy` retries `ErrorKind::Interrupted`). Whoever gets the error asks
+/// [`Cancel::is_interrupted`] to tell it from a read error.
+pub struct Reader<R> {
+    pub inner: R,
+    pub cancel: Cancel,
+}
+
+impl<R: std::io::Read> std::io::Read for Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_interrupted() {
+            return Err(std::io::Error::other(Interrupted));
+        }
+        self.inner.read(buf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +142,29 @@ mod tests {
         c.hurry();
         assert!(c.is_hurried());
         c.clone().hurried().await;
+    }
+
+    #[tokio::test]
+    async fn sleep_ends_early_when_interrupted() {
+        let c = Cancel::new();
+        assert!(c.sleep(std::time::Duration::ZERO).await.is_ok());
+        c.interrupt();
+        assert!(c.sleep(std::time::Duration::from_secs(3600)).await.is_err());
+    }
+
+    #[test]
+    fn reader_stops_at_the_next_read() {
+        use std::io::Read;
+        let c = Cancel::new();
+        let mut r = Reader {
+            inner: std::io::repeat(7),
+            cancel: c.clone(),
+        };
+        let mut buf = [0u8; 4];
+        assert_eq!(r.read(&mut buf).unwrap(), 4);
+        c.interrupt();
+        let e = std::io::copy(&mut r, &mut std::io::sink()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::Other);
+        assert!(e.to_string().contains("interrupted"));
     }
 }

@@ -8,13 +8,18 @@
 //! hypervisor is remote (URI)" for a remote URI: nothing here needs fixing for it, and the libvirt rows (version,
 //! acceleration, the pool's free space, subnet) are still asked of the remote host.
 //!
+//! The connection goes through [`libvirt::connect`] like every command's (within `LAB_CONNECT_TIMEOUT`), and the
+//! questions to libvirt after it are bounded as long again: a host that accepts and never answers is a `fail` row
+//! naming the cause, not a hang. Ctrl-C or SIGTERM ends the wait at once.
+//!
 //! Free space the lab needs: each machine's memory (the `base` checkpoint that `lab up` takes writes one memory file
 //! of at most that size per machine) plus [`OVERLAY_HEADROOM`] per machine for its disk overlays, plus
 //! [`IMAGE_ALLOWANCE`] per base image while the lab's pool does not exist yet (the images are uploaded into it).
 //! Less than that is `fail`; less than that plus room for one more memory checkpoint is `warn`.
 
+use crate::cancel::{Cancel, Interrupted};
 use crate::host::HostError;
-use crate::libvirt::{self, ErrorKind, Hypervisor, VirtHost};
+use crate::libvirt::{self, ErrorKind, Hypervisor};
 use crate::model::{format_size, Lab, NetworkMode};
 use crate::orchestrator::up::pool_root;
 use crate::render::{names, Accel};
@@ -86,18 +91,63 @@ fn ok(name: &str, detail: impl Into<String>) -> Row {
     row(name, Status::Ok, detail, None)
 }
 
-/// Checks the host for `lab` (connecting to `uri` itself) and returns one row per need. Never fails.
-pub async fn diagnose(lab: &Lab, uri: &str, accel_setting: &str) -> Vec<Row> {
-    let (lab, uri, setting) = (lab.clone(), uri.to_string(), accel_setting.to_string());
-    tokio::task::spawn_blocking(move || diagnose_blocking(&lab, &uri, &setting))
-        .await
-        .expect("lab doctor panicked")
+/// Checks the host for `lab` (connecting to `uri` itself) and returns one row per need. The connection and the
+/// questions to libvirt are bounded by `LAB_CONNECT_TIMEOUT` each (a host that does not answer is a `fail` row);
+/// only an interruption (`cancel`) ends it without rows.
+pub async fn diagnose(
+    lab: &Lab,
+    uri: &str,
+    accel_setting: &str,
+    cancel: &Cancel,
+) -> Result<Vec<Row>, Interrupted> {
+    let conn = libvirt::connect(uri, cancel).await?;
+    let local = uri_is_local(uri);
+    let denied = matches!(&conn, Err(e) if e.kind == ErrorKind::PermissionDenied);
+    let (lab2, uri2) = (lab.clone(), uri.to_string());
+    let here = libvirt::bounded(Duration::MAX, cancel, "check", "this host", move || {
+        Ok(host_rows(&lab2, &uri2, local, denied))
+    });
+    let (lab2, uri2, setting) = (lab.clone(), uri.to_string(), accel_setting.to_string());
+    let asked = libvirt::bounded(
+        libvirt::connect_timeout(),
+        cancel,
+        "query",
+        uri,
+        move || {
+            let hv = conn.as_ref().map(|h| h as &dyn Hypervisor);
+            Ok(libvirt_rows(hv, &lab2, &uri2, &setting, local))
+        },
+    );
+    let (here, asked) = tokio::join!(here, asked);
+    let [kvm, qemu_img, dnsmasq, subreaper, group, ssh] = here?.expect("host rows do not fail");
+    let [libvirtd, accel, space, subnet] = match asked? {
+        Ok(rows) => rows,
+        Err(e) => libvirt_rows(Err(&e), lab, uri, accel_setting, local),
+    };
+    Ok(vec![
+        libvirtd, kvm, accel, qemu_img, dnsmasq, space, subnet, subreaper, group, ssh,
+    ])
 }
 
-fn diagnose_blocking(lab: &Lab, uri: &str, setting: &str) -> Vec<Row> {
-    let conn = VirtHost::connect(uri);
-    let hv = conn.as_ref().map(|h| h as &dyn Hypervisor);
-    let local = hv.map_or_else(|_| uri_is_local(uri), |h| h.is_local());
+/// The rows that ask libvirt (with `hv`, or skipped without it): libvirtd, accel, free space, subnet.
+fn libvirt_rows(
+    hv: Result<&dyn Hypervisor, &libvirt::Error>,
+    lab: &Lab,
+    uri: &str,
+    setting: &str,
+    local: bool,
+) -> [Row; 4] {
+    [
+        libvirtd_row(hv, uri),
+        accel_check(hv, lab, setting),
+        free_space_row(hv, lab, uri, local),
+        subnet_check(hv, lab),
+    ]
+}
+
+/// The rows about this machine (not checked for a remote hypervisor, but ssh): /dev/kvm, qemu-img, dnsmasq,
+/// subreaper, libvirt group, ssh.
+fn host_rows(lab: &Lab, uri: &str, local: bool, denied: bool) -> [Row; 6] {
     let remote = format!("not checked: the hypervisor is remote ({uri})");
     let here = |name: &str, check: &dyn Fn() -> Row| {
         if local {
@@ -106,15 +156,10 @@ fn diagnose_blocking(lab: &Lab, uri: &str, setting: &str) -> Vec<Row> {
             ok(name, remote.clone())
         }
     };
-    let denied = matches!(hv, Err(e) if e.kind == ErrorKind::PermissionDenied);
-    vec![
-        libvirtd_row(hv, uri),
+    [
         here("/dev/kvm", &kvm_dev_row),
-        accel_check(hv, lab, setting),
         here("qemu-img", &qemu_img_row),
         here("dnsmasq", &|| dnsmasq_row(lab)),
-        free_space_row(hv, lab, uri, local),
-        subnet_check(hv, lab),
         here("subreaper", &subreaper_check),
         here("libvirt group", &|| group_check(uri, denied)),
         ssh_row(),
@@ -150,6 +195,15 @@ fn libvirtd_row(hv: Result<&dyn Hypervisor, &libvirt::Error>, uri: &str) -> Row 
                 None,
             ),
         },
+        Err(e) if e.kind == ErrorKind::TimedOut => row(
+            NAME,
+            Status::Fail,
+            match e.op {
+                "connect to" => format!("cannot connect to {uri}: {}", e.message),
+                _ => format!("connected to {uri}, but its answers {}", e.message),
+            },
+            Some(&libvirt::timeout_hint(uri)),
+        ),
         Err(e) => {
             let fix = match e.kind {
                 ErrorKind::Unreachable => Some(

@@ -59,6 +59,25 @@ fn copy_dir(from: &Path, to: &Path) {
     assert!(st.success());
 }
 
+/// An export killed half-way leaves no kit that looks whole (kit.json is written last, so `kit verify` and `import`
+/// refuse it); an interrupted one removes what it wrote and exits 130.
+fn export_faults(lab: &TestLab, work: &Path) {
+    let half = work.join("half");
+    let h = half.to_str().unwrap();
+    let out = lab.lab_with(&["export", h], &[("LAB_TEST_FAULT", "export:file:kill")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("LAB_TEST_FAULT: kill after export:file"), "{err}");
+    assert_eq!(out.status.code(), None, "killed");
+    assert!(half.exists() && !half.join("kit.json").exists(), "no manifest");
+    assert!(!lab.lab(&["kit", "verify", h]).status.success());
+    std::fs::remove_dir_all(&half).unwrap();
+    let out = lab.lab_with(&["export", h], &[("LAB_TEST_FAULT", "export:file:int")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("error: interrupted: "), "{err}");
+    assert!(!half.exists(), "the partial kit was removed");
+}
+
 #[test]
 #[ignore = "needs root and libvirtd: tests/run.sh runs it"]
 fn a_class_kit_end_to_end() {
@@ -83,6 +102,7 @@ fn a_class_kit_end_to_end() {
     lab.ok(&["export", kit.to_str().unwrap()]);
     let verified = lab.ok(&["kit", "verify", kit.to_str().unwrap()]);
     assert!(verified.contains("is whole"), "{verified}");
+    export_faults(&lab, work.path());
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(kit.join("kit.json")).unwrap()).unwrap();
     let names: Vec<&str> = manifest["checkpoints"]

@@ -26,7 +26,7 @@ pub async fn run(args: Args, cancel: Cancel) -> Result<i32, Failure> {
         } => return import(&args, &ui, &cancel, source, dir.clone(), *replace).await,
         Command::Kit {
             command: KitCommand::Verify { source },
-        } => return kit_verify(&args, &ui, source).await,
+        } => return kit_verify(&args, &ui, &cancel, source).await,
         _ => {}
     }
     let lab = model::load(args.global.file.as_deref())?;
@@ -75,8 +75,8 @@ pub async fn run(args: Args, cancel: Cancel) -> Result<i32, Failure> {
             validated(&lab, *json);
             Ok(EXIT_OK)
         }
-        Command::Doctor { json } => Ok(doctor(&args, &lab, *json).await),
-        Command::Fetch => fetch(&args, &lab, &ui).await,
+        Command::Doctor { json } => doctor(&args, &lab, *json, &cancel).await,
+        Command::Fetch => fetch(&args, &lab, &ui, &cancel).await,
         Command::Plan { checkpoint, json } => plan(&lab, checkpoint, *json),
         Command::Mirror {
             command: MirrorCommand::Export { dir },
@@ -260,8 +260,14 @@ fn up_first(ctx: &Context, name: &str) -> Result<(), Failure> {
     }
 }
 
-async fn doctor(args: &Args, lab: &Lab, json: bool) -> i32 {
-    let rows = crate::doctor::diagnose(lab, &args.global.connect, args.global.accel.as_str()).await;
+/// `lab doctor`: exit 1 when a row fails; interrupted, it stops waiting at once (exit 130, no rows).
+async fn doctor(args: &Args, lab: &Lab, json: bool, cancel: &Cancel) -> Result<i32, Failure> {
+    let uri = &args.global.connect;
+    let rows = crate::doctor::diagnose(lab, uri, args.global.accel.as_str(), cancel)
+        .await
+        .map_err(|_| {
+            orch::Error::Interrupted(format!("stopped while checking {uri}; nothing was changed"))
+        })?;
     if json {
         print::json(&rows);
     } else {
@@ -269,24 +275,26 @@ async fn doctor(args: &Args, lab: &Lab, json: bool) -> i32 {
             out(l);
         }
     }
-    if rows.iter().any(|r| r.status == crate::doctor::Status::Fail) {
-        EXIT_FAILURE
-    } else {
-        EXIT_OK
-    }
+    Ok(
+        if rows.iter().any(|r| r.status == crate::doctor::Status::Fail) {
+            EXIT_FAILURE
+        } else {
+            EXIT_OK
+        },
+    )
 }
 
-async fn fetch(args: &Args, lab: &Lab, ui: &Arc<Ui>) -> Result<i32, Failure> {
+/// `lab fetch`: every image and download into the cache. Interrupted, the transfers stop and keep their partial
+/// files; the next `lab fetch` resumes them.
+async fn fetch(args: &Args, lab: &Lab, ui: &Arc<Ui>, cancel: &Cancel) -> Result<i32, Failure> {
     let dirs = Dirs::from_env()?;
     let cache = crate::download::Cache::new(dirs.cache.clone());
     let items = orch::up::download_items(lab);
-    let got = crate::download::fetch_all(
-        &cache,
-        &items,
-        &super::download_options(args, lab),
-        ui.as_ref(),
-    )
-    .await?;
+    let opts = crate::download::Options {
+        cancel: cancel.clone(),
+        ..super::download_options(args, lab)
+    };
+    let got = crate::download::fetch_all(&cache, &items, &opts, ui.as_ref()).await?;
     ui.info(&format!(
         "{} file(s) in the cache {}",
         got.len(),
@@ -761,7 +769,7 @@ async fn import(
         Some(_) => Some(model::load(args.global.file.as_deref())?.name),
         None => None,
     };
-    let hv = super::connect(&args.global.connect, ui).await?;
+    let hv = super::connect(&args.global.connect, ui, cancel).await?;
     let dirs = Dirs::from_env()?;
     let opts = crate::kit::ImportOptions {
         source: crate::kit::Source::parse(source),
@@ -774,7 +782,10 @@ async fn import(
         hv,
         dirs,
         ui.clone(),
-        crate::download::Options::default(),
+        crate::download::Options {
+            cancel: cancel.clone(),
+            ..Default::default()
+        },
         args.global.accel.as_str().into(),
         cancel.clone(),
     )
@@ -796,13 +807,19 @@ async fn import(
 }
 
 /// `lab kit verify SOURCE`.
-async fn kit_verify(args: &Args, ui: &Arc<Ui>, source: &str) -> Result<i32, Failure> {
+async fn kit_verify(
+    args: &Args,
+    ui: &Arc<Ui>,
+    cancel: &Cancel,
+    source: &str,
+) -> Result<i32, Failure> {
     let v = crate::kit::verify(
         &crate::kit::Source::parse(source),
         ui,
         &crate::download::Options {
             offline: false,
             mirror: None,
+            cancel: cancel.clone(),
             ..super::download_options(args, &model::load(None)?)
         },
     )

@@ -10,14 +10,13 @@ mod print;
 pub use args::{Args, Command};
 
 use crate::cancel::Cancel;
-use crate::libvirt::{self, Shared, VirtHost};
+use crate::libvirt::{self, Shared};
 use crate::model::{self, Lab};
 use crate::orchestrator::{self as orch, Context};
 use crate::state::{Dirs, LabLock};
 use crate::ui::Ui;
 use clap::Parser;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,8 +125,8 @@ pub fn main() -> i32 {
         cancel.listen(print::err);
         commands::run(args, cancel.clone()).await
     });
-    if ABANDONED_CONNECT.load(Ordering::SeqCst) {
-        // A connect that was given up on (a libvirt host that never answered) must not hold the exit: its thread
+    if libvirt::abandoned() {
+        // A libvirt call that was given up on (a host that never answered) must not hold the exit: its thread
         // stays blocked in a read while the process ends.
         rt.shutdown_timeout(Duration::from_millis(500));
     } else {
@@ -153,54 +152,17 @@ pub fn main() -> i32 {
     }
 }
 
-/// Set when a connect was given up on: its thread never returns, so the exit does not wait for it.
-static ABANDONED_CONNECT: AtomicBool = AtomicBool::new(false);
-
-/// How long connecting to a libvirt host may take (`LAB_CONNECT_TIMEOUT` seconds).
-fn connect_timeout() -> Duration {
-    Duration::from_secs(
-        std::env::var("LAB_CONNECT_TIMEOUT")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(30),
-    )
-}
-
-/// Opens the libvirt connection. A remote host says so first, and a host that does not answer fails within
-/// `LAB_CONNECT_TIMEOUT` with a hint (libvirt's own ssh transport would wait for minutes).
-async fn connect(uri: &str, ui: &Ui) -> Result<Shared, Failure> {
-    let remote = crate::ssh::jump_host(uri);
-    if let Some(j) = &remote {
+/// Opens the libvirt connection. A remote host says so first; a host that does not answer fails within
+/// `LAB_CONNECT_TIMEOUT` with a hint (libvirt's own ssh transport would wait for minutes), and Ctrl-C ends the wait.
+async fn connect(uri: &str, ui: &Ui, cancel: &Cancel) -> Result<Shared, Failure> {
+    if let Some(j) = crate::ssh::jump_host(uri) {
         ui.info(&format!("connecting to {} ({uri})", j.destination));
     }
-    let u = uri.to_string();
-    let limit = connect_timeout();
-    match tokio::time::timeout(
-        limit,
-        tokio::task::spawn_blocking(move || VirtHost::connect(&u)),
-    )
-    .await
-    {
-        Ok(joined) => Ok(Arc::new(joined.expect("connect task")?)),
-        Err(_) => {
-            ABANDONED_CONNECT.store(true, Ordering::SeqCst);
-            Err(Failure {
-            message: format!(
-                "connecting to {uri} did not finish within {} s",
-                limit.as_secs()
-            ),
-            hint: Some(match remote {
-                Some(j) => format!(
-                    "check that `ssh {}{} true` works without a prompt, and that libvirtd runs there (`lab \
-                     doctor --connect {uri}`); LAB_CONNECT_TIMEOUT=SECONDS waits longer",
-                    j.port.map(|p| format!("-p {p} ")).unwrap_or_default(),
-                    j.destination
-                ),
-                None => "is libvirtd running and answering? (`lab doctor`)".into(),
-            }),
-            code: EXIT_FAILURE,
-        })
-        }
+    match libvirt::connect(uri, cancel).await {
+        Ok(host) => Ok(Arc::new(host?)),
+        Err(_) => Err(Failure::from(orch::Error::Interrupted(format!(
+            "stopped while connecting to {uri}; nothing was changed"
+        )))),
     }
 }
 
@@ -247,7 +209,7 @@ async fn open(
     cancel: &Cancel,
     lock: Lock,
 ) -> Result<Session, Failure> {
-    let hv = connect(&args.global.connect, &ui).await?;
+    let hv = connect(&args.global.connect, &ui, cancel).await?;
     let ctx = Context {
         download: download_options(args, &lab),
         lab,

@@ -5,7 +5,8 @@
 //! <root>/blobs-v1/sha256/<hex>            verified content, named by its sha256
 //! <root>/index-v1/<sha256(url)>.json      what URL gave which blob, checked how
 //! <root>/locks-v1/<sha256(url)>.lock      held while one process fills the entry
-//! <root>/tmp-v1/<unique>.part             downloads in progress
+//! <root>/tmp-v1/<unique>.part             downloads in progress (checksum files)
+//! <root>/tmp-v1/<sha256(url)>.partial      an item's download, in progress or stopped: resumed by the next fetch
 //! ```
 //!
 //! Blobs and index entries only appear by atomic rename, so a reader sees
@@ -192,7 +193,15 @@ impl Cache {
         Ok(dir.join(format!("{tag}-{}-{n}-{nanos:x}.part", std::process::id())))
     }
 
-    /// Removes temp files older than `max_age` (left by killed processes).
+    /// Where the download of `url` is kept while in progress, and after an interruption until the next fetch of
+    /// `url` resumes it (only while holding [`Cache::try_lock`] of `url`). The folder is created.
+    pub fn partial_path(&self, url: &str) -> io::Result<PathBuf> {
+        let dir = self.root.join("tmp-v1");
+        fs_err::create_dir_all(&dir)?;
+        Ok(dir.join(format!("{}.partial", url_key(url))))
+    }
+
+    /// Removes temp files older than `max_age` (left by killed processes, or stopped downloads not resumed).
     pub fn clean_temps(&self, max_age: Duration) {
         let Ok(read) = std::fs::read_dir(self.root.join("tmp-v1")) else {
             return;
@@ -210,8 +219,8 @@ impl Cache {
         }
     }
 
-    /// Blocks until this process holds the lock of `url`'s entry.
-    pub fn lock(&self, url: &str) -> io::Result<EntryLock> {
+    /// The lock of `url`'s entry, or None while another task or process holds it.
+    pub fn try_lock(&self, url: &str) -> io::Result<Option<EntryLock>> {
         let dir = self.root.join("locks-v1");
         fs_err::create_dir_all(&dir)?;
         let path = dir.join(format!("{}.lock", url_key(url)));
@@ -222,9 +231,9 @@ impl Cache {
             .open(&path)?
             .into_parts()
             .0;
-        FileExt::lock_exclusive(&file)
+        let got = FileExt::try_lock_exclusive(&file)
             .map_err(|e| io::Error::new(e.kind(), format!("locking {}: {e}", path.display())))?;
-        Ok(EntryLock { _file: file })
+        Ok(got.then_some(EntryLock { _file: file }))
     }
 
     fn index_path(&self, url: &str) -> PathBuf {

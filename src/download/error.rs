@@ -113,6 +113,12 @@ pub enum Error {
     },
     /// Several items failed, each for its own reason (in item order; never nested).
     Many { failures: Vec<Error> },
+    /// The command was interrupted: these items were stopped (or never started); each partial download is kept
+    /// in the cache's temp folder, and the next fetch of the same URL resumes it with `Range`.
+    Interrupted {
+        /// The items' names, in item order.
+        names: Vec<String>,
+    },
 }
 
 /// Hosts named in a summary line before `and N more`.
@@ -138,6 +144,15 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Error::BadMirror { message, .. } => write!(f, "mirror {message}"),
+            Error::Interrupted { names } => match names.as_slice() {
+                [one] => write!(f, "interrupted: the download of {one} was stopped"),
+                all => write!(
+                    f,
+                    "interrupted: {} downloads were stopped ({})",
+                    all.len(),
+                    all.join(", ")
+                ),
+            },
             Error::Many { failures } => {
                 f.write_str(&summary(failures))?;
                 for e in failures {
@@ -210,8 +225,20 @@ fn summary(failures: &[Error]) -> String {
 }
 
 impl Error {
-    /// One error for the failures of a run: none, the one, or [`Error::Many`].
+    /// One error for the failures of a run: none, the one, or [`Error::Many`]; one [`Error::Interrupted`]
+    /// naming every stopped item when the run was interrupted (the other failures are not the user's concern now).
     pub(crate) fn from_failures(mut failures: Vec<Error>) -> Option<Error> {
+        let stopped: Vec<String> = failures
+            .iter()
+            .filter_map(|e| match e {
+                Error::Interrupted { names } => Some(names.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if !stopped.is_empty() {
+            return Some(Error::Interrupted { names: stopped });
+        }
         match failures.len() {
             0 => None,
             1 => failures.pop(),
@@ -273,6 +300,9 @@ impl Error {
                 "the checksum file does not list `{file}`; check checksum_url, or pin sha256 in the lab file"
             ),
             Error::Offline { .. } => "`lab fetch` on a connected machine, or drop --offline".into(),
+            Error::Interrupted { .. } => {
+                "the partial files are kept: run the command again to resume where it stopped".into()
+            }
             Error::BadMirror { .. } => {
                 "the mirror comes from --mirror, LAB_MIRROR or `mirror =` in the lab file".into()
             }
@@ -327,7 +357,10 @@ impl Error {
             | Error::MissingChecksumEntry { name, url, .. }
             | Error::BadUrl { name, url, .. }
             | Error::Io { name, url, .. } => (name.as_str(), url.as_str(), None),
-            Error::Offline { .. } | Error::BadMirror { .. } | Error::Many { .. } => return None,
+            Error::Offline { .. }
+            | Error::BadMirror { .. }
+            | Error::Many { .. }
+            | Error::Interrupted { .. } => return None,
         })
     }
 
@@ -371,7 +404,10 @@ impl Error {
             } => format!("checksum file {checksum_url} has no entry for `{file}`"),
             Error::BadUrl { reason, .. } => format!("unsupported URL: {reason}"),
             Error::Io { path, source, .. } => format!("I/O error on {}: {source}", path.display()),
-            Error::Offline { .. } | Error::BadMirror { .. } | Error::Many { .. } => self
+            Error::Offline { .. }
+            | Error::BadMirror { .. }
+            | Error::Many { .. }
+            | Error::Interrupted { .. } => self
                 .to_string()
                 .lines()
                 .next()
@@ -398,9 +434,10 @@ impl Error {
             Error::MissingChecksumEntry { .. } => ("not in the checksum file".into(), None),
             Error::BadUrl { .. } => ("unsupported URL".into(), None),
             Error::Io { .. } => ("I/O error".into(), None),
-            Error::Offline { .. } | Error::BadMirror { .. } | Error::Many { .. } => {
-                (self.cause(), None)
-            }
+            Error::Offline { .. }
+            | Error::BadMirror { .. }
+            | Error::Many { .. }
+            | Error::Interrupted { .. } => (self.cause(), None),
         }
     }
 
@@ -411,6 +448,18 @@ impl Error {
             Error::Http { status, .. } => *status >= 500,
             Error::Timeout { .. } | Error::Connect { .. } | Error::Network { .. } => true,
             _ => false,
+        }
+    }
+
+    /// Whether the command was interrupted (the user asked it to stop).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Error::Interrupted { .. })
+    }
+
+    /// An item stopped by the interruption.
+    pub(crate) fn stopped(name: &str) -> Self {
+        Error::Interrupted {
+            names: vec![name.into()],
         }
     }
 
@@ -633,6 +682,27 @@ mod tests {
             "{hint}"
         );
         assert_eq!(hint.matches("version").count(), 1, "{hint}");
+    }
+
+    #[test]
+    fn an_interruption_names_every_stopped_item_and_hides_the_rest() {
+        let e = Error::from_failures(vec![
+            resolve("a", "h"),
+            Error::stopped("b"),
+            Error::stopped("c"),
+        ])
+        .unwrap();
+        assert!(e.is_interrupted());
+        assert_eq!(
+            e.to_string(),
+            "interrupted: 2 downloads were stopped (b, c)"
+        );
+        assert!(e.hint().unwrap().contains("run the command again"));
+        assert_eq!(
+            Error::stopped("b").to_string(),
+            "interrupted: the download of b was stopped"
+        );
+        assert!(!resolve("a", "h").is_interrupted());
     }
 
     #[test]

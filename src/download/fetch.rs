@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-use super::cache::{IndexEntry, Recorded};
+use super::cache::{EntryLock, IndexEntry, Recorded};
 use super::checksum::{file_name_of, find_in_checksum_file, Expected};
 use super::mirror::rewrite;
 use super::resolve::SystemResolver;
@@ -17,6 +17,8 @@ use crate::model::Checksum;
 
 /// Checksum files larger than this are not parsed.
 const MAX_CHECKSUM_FILE: u64 = 64 << 20;
+/// How often a locked cache entry is tried again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Shared state of one `fetch_all` call.
 pub struct Fetcher<'a> {
@@ -72,26 +74,50 @@ impl<'a> Fetcher<'a> {
     }
 
     async fn fetch_item(&self, item: &Item) -> Result<Fetched, Error> {
+        if self.opts.cancel.is_interrupted() {
+            return Err(Error::stopped(&item.name));
+        }
         if let Some(hit) = lookup(self.cache, item).await {
             self.index_pinned_hit(item, &hit).await;
             return Ok(self.cached(hit));
         }
         let (expected, recorded) = self.expected(item).await?;
-        let lock = {
-            let (cache, url) = (self.cache.clone(), item.url.clone());
-            blocking(move || cache.lock(&url)).await
-        }
-        .map_err(|e| Error::io(&item.name, &item.url, self.cache.root(), e))?;
+        let lock = self.lock(item).await?;
         // Another task or process may have filled it while we waited.
         if let Some(hit) = lookup(self.cache, item).await {
             return Ok(self.cached(hit));
         }
         let fetched = self
-            .download(&item.name, &item.url, expected, recorded, self.reporter)
+            .download(
+                &item.name,
+                &item.url,
+                expected,
+                recorded,
+                self.reporter,
+                true,
+            )
             .await?;
         drop(lock);
         self.reporter.finish(&item.name, false);
         Ok(fetched)
+    }
+
+    /// The lock of `item`'s entry, waiting (and polling) while another task or process holds it; the wait ends
+    /// when the command is interrupted.
+    async fn lock(&self, item: &Item) -> Result<EntryLock, Error> {
+        loop {
+            let (cache, url) = (self.cache.clone(), item.url.clone());
+            match blocking(move || cache.try_lock(&url)).await {
+                Ok(Some(lock)) => return Ok(lock),
+                Ok(None) => {}
+                Err(e) => return Err(Error::io(&item.name, &item.url, self.cache.root(), e)),
+            }
+            self.opts
+                .cancel
+                .sleep(LOCK_POLL)
+                .await
+                .map_err(|_| Error::stopped(&item.name))?;
+        }
     }
 
     /// A pinned item found by hash under another URL gets its own index
@@ -167,7 +193,9 @@ impl<'a> Fetcher<'a> {
             .clone();
         let notices = Notices(self.reporter);
         let sums = cell
-            .get_or_try_init(|| self.download(&item.name, sums_url, None, Recorded::None, &notices))
+            .get_or_try_init(|| {
+                self.download(&item.name, sums_url, None, Recorded::None, &notices, false)
+            })
             .await?;
         let text = if sums.size <= MAX_CHECKSUM_FILE {
             std::fs::read(&sums.path).map_err(|e| Error::io(&item.name, sums_url, &sums.path, e))?
@@ -186,7 +214,9 @@ impl<'a> Fetcher<'a> {
     }
 
     /// Downloads `url` (through the mirror, if set) to a temp file, checks
-    /// it, renames it into the blob store and records it in the index.
+    /// it, renames it into the blob store and records it in the index. With
+    /// `resume` (the entry's lock held) the temp file is the URL's partial
+    /// file: what a stopped run left is resumed, and an interruption keeps it.
     async fn download(
         &self,
         name: &str,
@@ -194,13 +224,15 @@ impl<'a> Fetcher<'a> {
         expected: Option<Expected>,
         recorded: Recorded,
         reporter: &dyn Reporter,
+        resume: bool,
     ) -> Result<Fetched, Error> {
         let io = |path: &std::path::Path, e| Error::io(name, url, path, e);
-        let temp = TempFile::new(
-            self.cache
-                .temp_path("blob")
-                .map_err(|e| io(self.cache.root(), e))?,
-        );
+        let path = if resume {
+            self.cache.partial_path(url)
+        } else {
+            self.cache.temp_path("blob")
+        };
+        let temp = TempFile::new(path.map_err(|e| io(self.cache.root(), e))?);
         let fetch_url = rewrite(self.opts.mirror.as_deref(), url);
         let job = Job {
             name,
@@ -209,9 +241,16 @@ impl<'a> Fetcher<'a> {
             with_sha512: expected
                 .as_ref()
                 .is_some_and(|e| e.algorithm == super::checksum::Algorithm::Sha512),
+            resume,
         };
         let (digests, size) =
-            transfer::fetch(&self.client, self.opts, &job, temp.path(), reporter).await?;
+            match transfer::fetch(&self.client, self.opts, &job, temp.path(), reporter).await {
+                Err(e) if e.is_interrupted() && resume => {
+                    temp.keep();
+                    return Err(e);
+                }
+                r => r?,
+            };
         if let Some(exp) = &expected {
             let got = digests.get(exp.algorithm).unwrap_or_default();
             if got != exp.hex {

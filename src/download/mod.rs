@@ -13,6 +13,9 @@
 //!   requested (see [`Error::Many`]). Progress gets one short line, without
 //!   URL, when an item (or its checksum file) is first retried; a failure is
 //!   never only reported, so a quiet UI hides none.
+//! - Interruption: every transfer, retry wait and lock wait selects on [`Options::cancel`]; a stopped item keeps
+//!   what it received as a partial file named after its URL, and the next fetch of that URL re-hashes it and
+//!   resumes with `Range`. The run then fails with one [`Error::Interrupted`].
 //! - A cache hit makes no network request at all, not even for a checksum file.
 //! - Per-entry lock files, unique temp names and rename-after-verify keep a
 //!   cache filled by several processes intact.
@@ -40,6 +43,7 @@ pub use cache::Cache;
 pub use error::{Error, Missing};
 pub use mirror::{export_mirror, mirror_url, parse_mirror};
 
+use crate::cancel::Cancel;
 use crate::model::Checksum;
 
 /// Temp files older than this were left by a killed process.
@@ -87,6 +91,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Pause before the first retry, doubled each time (capped at 30 s). Default 500 ms.
     pub backoff: Duration,
+    /// The command's token: once interrupted, every transfer stops (see [`Error::Interrupted`]).
+    pub cancel: Cancel,
 }
 
 impl Default for Options {
@@ -98,6 +104,7 @@ impl Default for Options {
             retries: 4,
             timeout: Duration::from_secs(30),
             backoff: Duration::from_millis(500),
+            cancel: Cancel::new(),
         }
     }
 }
@@ -137,7 +144,8 @@ impl Reporter for NoReport {
 /// Offline, fails with one [`Error::Offline`] listing every item not cached.
 /// Online, a bad mirror setting fails first with [`Error::BadMirror`]; then
 /// every item runs to its end, and the failures are returned together: the
-/// item's own error when only one failed, else [`Error::Many`] in item order.
+/// item's own error when only one failed, else [`Error::Many`] in item order;
+/// [`Error::Interrupted`] when `opts.cancel` stopped some.
 pub async fn fetch_all(
     cache: &Cache,
     items: &[Item],

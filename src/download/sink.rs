@@ -1,7 +1,9 @@
 //! A temp file fed from async code: chunks go over a bounded channel to a
 //! blocking thread that hashes and writes them, so hashing runs on its own
 //! core while the network is read. The running hash state survives across
-//! HTTP attempts, which is what makes Range resumption cheap.
+//! HTTP attempts, which is what makes Range resumption cheap. A partial file
+//! kept by an interrupted run is re-hashed once ([`Sink::resume`]) and then
+//! grows like a new one.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, Write};
@@ -11,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::checksum::{Digests, Hashes};
+use crate::cancel::Cancel;
 
 /// A chunk of any byte container (`Bytes` from the network, `Vec` from a file).
 type Chunk = Box<dyn AsRef<[u8]> + Send>;
@@ -33,15 +36,47 @@ impl Sink {
     /// Creates `path` (which must not exist) and starts the writer thread.
     pub fn create(path: &Path, with_sha512: bool) -> io::Result<Self> {
         let file = fs_err::File::create_new(path)?.into_parts().0;
+        Ok(Sink::start(file, 0, with_sha512, None, path))
+    }
+
+    /// Opens `path`, creating it when absent; what it holds counts as written: the writer thread hashes it first
+    /// (stopping when `cancel` is interrupted), then appends.
+    pub fn resume(path: &Path, with_sha512: bool, cancel: Cancel) -> io::Result<Self> {
+        let file = fs_err::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?
+            .into_parts()
+            .0;
+        let held = file.metadata()?.len();
+        Ok(Sink::start(file, held, with_sha512, Some(cancel), path))
+    }
+
+    fn start(
+        file: File,
+        held: u64,
+        with_sha512: bool,
+        prefix: Option<Cancel>,
+        path: &Path,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(64);
-        let worker = tokio::task::spawn_blocking(move || run(file, Hashes::new(with_sha512), rx));
-        Ok(Sink {
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut hashes = Hashes::new(with_sha512);
+            let file = match prefix {
+                Some(cancel) => hash_prefix(file, &mut hashes, cancel)?,
+                None => file,
+            };
+            run(file, hashes, rx)
+        });
+        Sink {
             tx: Some(tx),
             worker: Some(worker),
-            written: 0,
+            written: held,
             resets: 0,
             path: path.to_owned(),
-        })
+        }
     }
 
     /// Bytes accepted so far (they will all be written unless an error is returned).
@@ -110,6 +145,29 @@ impl Sink {
     }
 }
 
+/// Hashes what `file` holds and leaves it positioned at its end.
+fn hash_prefix(file: File, hashes: &mut Hashes, cancel: Cancel) -> io::Result<File> {
+    let mut reader = crate::cancel::Reader {
+        inner: io::BufReader::with_capacity(1 << 20, file),
+        cancel,
+    };
+    io::copy(&mut reader, &mut HashWriter(hashes))?;
+    Ok(reader.inner.into_inner())
+}
+
+/// Feeds what is written to the hashers.
+struct HashWriter<'a>(&'a mut Hashes);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn run(file: File, mut hashes: Hashes, mut rx: mpsc::Receiver<Cmd>) -> io::Result<Digests> {
     let mut out = BufWriter::with_capacity(1 << 20, file);
     while let Some(cmd) = rx.blocking_recv() {
@@ -146,7 +204,7 @@ impl TempFile {
         self.0.as_deref().expect("set until kept")
     }
 
-    /// Stops guarding: the file was renamed into place.
+    /// Stops guarding: the file was renamed into place, or is kept for a later run to resume.
     pub fn keep(mut self) {
         self.0 = None;
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{Response, StatusCode};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::timeout;
 
 use super::checksum::{percent_decode, Digests};
@@ -33,6 +33,8 @@ pub struct Job<'a> {
     pub fetch_url: &'a str,
     /// Also compute a sha512.
     pub with_sha512: bool,
+    /// Go on from what the file at the path already holds (an item's partial file, see [`super::Cache::partial_path`]).
+    pub resume: bool,
 }
 
 impl Job<'_> {
@@ -143,8 +145,9 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Fetches `job` into a new file at `path` (the caller owns its removal),
-/// hashing as it goes; returns the digests and the size.
+/// Fetches `job` into a new file at `path` (or, with `job.resume`, onto what it holds; the caller owns its
+/// removal), hashing as it goes; returns the digests and the size. Once `opts.cancel` is interrupted it stops
+/// within one chunk with [`Error::Interrupted`], after writing out what it received.
 pub async fn fetch(
     client: &reqwest::Client,
     opts: &Options,
@@ -152,29 +155,60 @@ pub async fn fetch(
     path: &Path,
     reporter: &dyn Reporter,
 ) -> Result<(Digests, u64), Error> {
-    let url = job.fetch_url;
-    let mut sink = Sink::create(path, job.with_sha512).map_err(|e| job.io(path, e))?;
+    let sink = if job.resume {
+        Sink::resume(path, job.with_sha512, opts.cancel.clone())
+    } else {
+        Sink::create(path, job.with_sha512)
+    };
+    let mut sink = sink.map_err(|e| job.io(path, e))?;
+    if sink.written() > 0 {
+        reporter.message(&format!(
+            "{}: resuming after the {} a stopped download left",
+            job.name,
+            crate::model::format_size(sink.written())
+        ));
+    }
     let mut progress = Progress::new(job.name, reporter);
+    let moved = tokio::select! {
+        biased;
+        _ = opts.cancel.interrupted() => Err(Error::stopped(job.name)),
+        r = source(client, opts, job, &mut sink, &mut progress) => r,
+    };
+    match moved {
+        Ok(()) => {
+            progress.report(sink.written());
+            sink.finish().await.map_err(|e| job.io(path, e))
+        }
+        Err(_) if opts.cancel.is_interrupted() => {
+            // What arrived is written out for the next run to resume.
+            let _ = sink.finish().await;
+            Err(Error::stopped(job.name))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves the bytes of `job.fetch_url` into `sink`, from `sink.written()` on.
+async fn source(
+    client: &reqwest::Client,
+    opts: &Options,
+    job: &Job<'_>,
+    sink: &mut Sink,
+    progress: &mut Progress<'_>,
+) -> Result<(), Error> {
+    let url = job.fetch_url;
     if let Some(rest) = url.strip_prefix("file://") {
         let local = rest.strip_prefix("localhost").unwrap_or(rest);
-        copy_file(
-            &PathBuf::from(percent_decode(local)),
-            &mut sink,
-            job,
-            &mut progress,
-        )
-        .await?;
+        copy_file(&PathBuf::from(percent_decode(local)), sink, job, progress).await
     } else if url.starts_with("http://") || url.starts_with("https://") {
-        download(client, opts, job, &mut sink, &mut progress).await?;
+        download(client, opts, job, sink, progress).await
     } else {
-        return Err(Error::BadUrl {
+        Err(Error::BadUrl {
             name: job.name.into(),
             url: job.fetch_url.into(),
             reason: "only http://, https:// and file:// URLs are supported".into(),
-        });
+        })
     }
-    progress.report(sink.written());
-    sink.finish().await.map_err(|e| job.io(path, e))
 }
 
 async fn copy_file(
@@ -188,6 +222,9 @@ async fn copy_file(
         .map_err(|e| job.io(src, e))?;
     let total = file.metadata().await.ok().map(|m| m.len());
     progress.start(total);
+    file.seek(std::io::SeekFrom::Start(sink.written()))
+        .await
+        .map_err(|e| job.io(src, e))?;
     loop {
         let mut buf = Vec::with_capacity(FILE_CHUNK as usize);
         let n = (&mut file)

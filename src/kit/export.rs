@@ -335,6 +335,10 @@ async fn write_all(ctx: &Context, dir: &Path, plan: Vec<Planned>) -> Result<Vec<
             );
         }
         files.push(written?);
+        if files.len() == 1 {
+            // Inside the phase: one file of the kit is written, the others are not.
+            crate::orchestrator::phases::point("export", "file", &ctx.cancel);
+        }
     }
     Ok(files)
 }

@@ -54,8 +54,17 @@ impl Source {
 }
 
 /// Reads and checks the manifest: its format first (a newer kit is refused with its own error, whatever else it
-/// holds), then the rest.
-pub async fn manifest(source: &Source) -> std::result::Result<Manifest, KitError> {
+/// holds), then the rest. The wait for a server ends when `cancel` is interrupted.
+pub async fn manifest(source: &Source, cancel: &crate::cancel::Cancel) -> Result<Manifest> {
+    tokio::select! {
+        m = read_manifest(source) => Ok(m?),
+        _ = cancel.interrupted() => Err(Error::Interrupted(
+            "stopped while reading the kit's manifest; nothing was changed".into(),
+        )),
+    }
+}
+
+async fn read_manifest(source: &Source) -> std::result::Result<Manifest, KitError> {
     let bad = |why: String| KitError::Manifest {
         source_name: source.name(),
         why,
@@ -136,7 +145,8 @@ pub struct Imported {
     pub checkpoints: Vec<String>,
 }
 
-/// `lab import`. Everything a host-side command needs besides the lab, which comes from the kit.
+/// `lab import`. Everything a host-side command needs besides the lab, which comes from the kit; `download_opts`
+/// carries `cancel` too, so an interruption stops the downloads.
 #[allow(clippy::too_many_arguments)]
 pub async fn import(
     opts: &ImportOptions,
@@ -147,7 +157,7 @@ pub async fn import(
     accel: String,
     cancel: crate::cancel::Cancel,
 ) -> Result<Imported> {
-    let m = manifest(&opts.source).await?;
+    let m = manifest(&opts.source, &cancel).await?;
     if let Some(file_lab) = opts.file_lab.as_ref().filter(|l| **l != m.lab) {
         return Err(KitError::OtherLab {
             kit: m.lab.clone(),
@@ -449,6 +459,45 @@ impl<R> Checked<R> {
     }
 }
 
+/// Decompresses a stored volume and checks its size, sha256 and backing file against the manifest; stops at the
+/// next chunk once `cancel` is interrupted.
+fn check_volume(
+    blob: &Path,
+    want: &super::Content,
+    backing: Option<String>,
+    file: String,
+    cancel: crate::cancel::Cancel,
+) -> std::result::Result<(), String> {
+    let done = Arc::new(std::sync::Mutex::new(None));
+    let stored = std::fs::File::open(blob).map_err(|e| e.to_string())?;
+    let dec = zstd::stream::read::Decoder::new(crate::cancel::Reader {
+        inner: stored,
+        cancel,
+    })
+    .map_err(|e| e.to_string())?;
+    let mut r = Checked {
+        inner: dec,
+        hash: <sha2::Sha256 as sha2::Digest>::new(),
+        head: Vec::new(),
+        done: done.clone(),
+        backing,
+        file,
+    };
+    let n = std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| e.to_string())?;
+    let sha = match done.lock().expect("check").take() {
+        Some(Ok(s)) => s,
+        Some(Err(why)) => return Err(why),
+        None => return Err("not read to its end".into()),
+    };
+    if n != want.size || sha != want.sha256 {
+        return Err(format!(
+            "decompresses to {n} bytes with sha256 {sha}, the manifest says {} bytes, {}",
+            want.size, want.sha256
+        ));
+    }
+    Ok(())
+}
+
 /// What `lab kit verify` found.
 pub struct Verified {
     pub lab: String,
@@ -459,9 +508,19 @@ pub struct Verified {
 
 /// Checks a kit end to end without installing anything: every file fetched and checked against the manifest
 /// (into a throwaway cache), every compressed one decompressed and hashed, every layer's backing inside the kit,
-/// every checkpoint's files present, the lab file valid and of that lab, a key for every machine.
+/// every checkpoint's files present, the lab file valid and of that lab, a key for every machine. Interrupted
+/// (`opts.cancel`), it stops at the next chunk and leaves nothing behind.
 pub async fn verify(source: &Source, ui: &Ui, opts: &download::Options) -> Result<Verified> {
-    let m = manifest(source).await?;
+    match verify_all(source, ui, opts).await {
+        Err(_) if opts.cancel.is_interrupted() => Err(Error::Interrupted(
+            "the check of the kit was stopped; nothing was changed".into(),
+        )),
+        r => r,
+    }
+}
+
+async fn verify_all(source: &Source, ui: &Ui, opts: &download::Options) -> Result<Verified> {
+    let m = manifest(source, &opts.cancel).await?;
     let tmp = tempfile::tempdir().map_err(KitError::io(std::env::temp_dir()))?;
     let cache = Cache::new(tmp.path().join("cache"));
     let fetched = fetch(source, &m, &cache, opts, ui).await?;
@@ -495,37 +554,15 @@ pub async fn verify(source: &Source, ui: &Ui, opts: &download::Options) -> Resul
                     ));
                 }
             }
-            let (blob, want, backing) = (
+            let (blob, want, backing, file, cancel) = (
                 fetched[&f.path].path.clone(),
                 content.clone(),
                 backing.clone(),
+                f.path.clone(),
+                opts.cancel.clone(),
             );
-            let file = f.path.clone();
-            let result = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
-                let done = Arc::new(std::sync::Mutex::new(None));
-                let dec = zstd::stream::read::Decoder::new(std::fs::File::open(&blob).map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
-                let mut r = Checked {
-                    inner: dec,
-                    hash: <sha2::Sha256 as sha2::Digest>::new(),
-                    head: Vec::new(),
-                    done: done.clone(),
-                    backing,
-                    file,
-                };
-                let n = std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| e.to_string())?;
-                let sha = match done.lock().expect("check").take() {
-                    Some(Ok(s)) => s,
-                    Some(Err(why)) => return Err(why),
-                    None => return Err("not read to its end".into()),
-                };
-                if n != want.size || sha != want.sha256 {
-                    return Err(format!(
-                        "decompresses to {n} bytes with sha256 {sha}, the manifest says {} bytes, {}",
-                        want.size, want.sha256
-                    ));
-                }
-                Ok(())
+            let result = tokio::task::spawn_blocking(move || {
+                check_volume(&blob, &want, backing, file, cancel)
             })
             .await
             .expect("verify task");
@@ -563,4 +600,29 @@ pub async fn verify(source: &Source, ui: &Ui, opts: &download::Options) -> Resul
         bytes: m.files.iter().map(|f| f.size).sum(),
         checkpoints: m.checkpoints.iter().map(|r| r.name.clone()).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checking_a_volume_stops_once_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("v.zst");
+        let content = vec![7u8; 1 << 20];
+        std::fs::write(&blob, zstd::encode_all(&content[..], 3).unwrap()).unwrap();
+        let want = super::super::Content {
+            size: content.len() as u64,
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&content)),
+        };
+        let cancel = crate::cancel::Cancel::new();
+        assert_eq!(
+            check_volume(&blob, &want, None, "v".into(), cancel.clone()),
+            Ok(())
+        );
+        cancel.interrupt();
+        let why = check_volume(&blob, &want, None, "v".into(), cancel).unwrap_err();
+        assert!(why.contains("interrupted"), "{why}");
+    }
 }

@@ -3,9 +3,11 @@
 //! storage volumes here, so a lab runs the same on `qemu:///system` and on `qemu+ssh://host/system`.
 
 mod classify;
+mod connect;
 mod virt_host;
 pub mod xml_read;
 
+pub use connect::{abandoned, bounded, connect, connect_timeout, timeout_hint};
 pub use virt_host::VirtHost;
 pub use xml_read::DomainInfo;
 
@@ -27,6 +29,8 @@ pub enum ErrorKind {
     AgentUnavailable,
     /// The hypervisor host's disk is full (ENOSPC, or EDQUOT for a quota) where libvirt wrote.
     NoSpace,
+    /// The host did not answer within the time given (see [`bounded`]); the object is the URI for a connect.
+    TimedOut,
     Other,
 }
 
@@ -67,6 +71,11 @@ impl Error {
                  as root (`lab doctor` checks the host)"
                     .into(),
             ),
+            ErrorKind::TimedOut if self.op == "connect to" => Some(format!(
+                "{} (`lab doctor --connect {}` checks the host)",
+                timeout_hint(&self.object),
+                self.object
+            )),
             // The error's object names the pool's folder (see `VirtHost`).
             ErrorKind::NoSpace => Some(
                 "free space in the pool's folder named above or point LAB_POOL_ROOT elsewhere".into(),

@@ -262,6 +262,7 @@ impl Error {
     pub fn is_interrupted(&self) -> bool {
         match self {
             Error::Interrupted(_) => true,
+            Error::Download(e) => e.is_interrupted(),
             Error::Many { errors, .. } => errors.iter().any(Error::is_interrupted),
             _ => false,
         }

@@ -264,7 +264,7 @@ async fn host_checks(ctx: &Context, fresh: bool) -> Result<Accel> {
 }
 
 /// Images and downloads, once, on this machine (interrupted, the transfers stop; the cache keeps only verified
-/// files).
+/// files, and the partial ones for the next run to resume).
 async fn fetch(ctx: &Context) -> Result<BTreeMap<String, Fetched>> {
     let unchecked = unverified(&ctx.lab);
     if !unchecked.is_empty() {
@@ -275,11 +275,17 @@ async fn fetch(ctx: &Context) -> Result<BTreeMap<String, Fetched>> {
     }
     let cache = download::Cache::new(ctx.dirs.cache.clone());
     let items = download_items(&ctx.lab);
-    let fetched = tokio::select! {
-        r = download::fetch_all(&cache, &items, &ctx.download, ctx.ui.as_ref()) => r?,
-        _ = ctx.cancel.interrupted() => {
-            return Err(Error::Interrupted("the downloads were stopped".into()));
+    let opts = download::Options {
+        cancel: ctx.cancel.clone(),
+        ..ctx.download.clone()
+    };
+    let fetched = match download::fetch_all(&cache, &items, &opts, ctx.ui.as_ref()).await {
+        Err(e) if e.is_interrupted() => {
+            return Err(Error::Interrupted(
+                "the downloads were stopped; their partial files are kept and `lab up` again resumes them".into(),
+            ))
         }
+        r => r?,
     };
     Ok(fetched.into_iter().map(|f| (f.name.clone(), f)).collect())
 }
@@ -354,7 +360,7 @@ pub(crate) async fn upload_volume_from(
     let cancel = ctx.cancel.clone();
     let r = call(&ctx.hv, move |hv| {
         let inner = open().map_err(|e| crate::libvirt::Error::other("read data for", &v, e))?;
-        let mut data = CancelReader {
+        let mut data = crate::cancel::Reader {
             inner,
             cancel: cancel.clone(),
         };
@@ -398,24 +404,6 @@ pub(crate) async fn upload_volume_from(
         )));
     }
     Ok(r?)
-}
-
-/// Reads a file for an upload, failing as soon as the command is interrupted.
-struct CancelReader {
-    inner: UploadSource,
-    cancel: crate::cancel::Cancel,
-}
-
-impl std::io::Read for CancelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.cancel.is_interrupted() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "interrupted",
-            ));
-        }
-        self.inner.read(buf)
-    }
 }
 
 /// Where lab's pools live on the hypervisor host (`LAB_POOL_ROOT` overrides).

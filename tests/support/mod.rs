@@ -1,8 +1,9 @@
 //! A small HTTP/1.1 server on 127.0.0.1 for the download tests: serves
 //! in-memory files (with `Range: bytes=N-`), or a folder under a prefix, and
 //! can ignore Range, cut the connection once, fail with 500, redirect, stall
-//! or dribble. It counts requests and body bytes sent. One request per
-//! connection (`Connection: close`).
+//! or dribble. It counts requests and body bytes sent, bodies sent whole,
+//! and bodies whose connection the client closed before their end. One
+//! request per connection (`Connection: close`).
 
 #![allow(dead_code)]
 
@@ -59,6 +60,8 @@ struct State {
     dir: Mutex<Option<(String, PathBuf)>>,
     requests: AtomicUsize,
     bytes: AtomicU64,
+    completed: AtomicUsize,
+    abandoned: AtomicUsize,
     log: Mutex<Vec<Logged>>,
 }
 
@@ -108,6 +111,16 @@ impl Server {
 
     pub fn bytes_sent(&self) -> u64 {
         self.state.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Bodies sent to their end.
+    pub fn completed(&self) -> usize {
+        self.state.completed.load(Ordering::SeqCst)
+    }
+
+    /// Bodies whose connection the client closed before their end.
+    pub fn abandoned(&self) -> usize {
+        self.state.abandoned.load(Ordering::SeqCst)
     }
 
     pub fn log(&self) -> Vec<Logged> {
@@ -238,12 +251,16 @@ async fn respond(
     }
     let end = route.cut_once_after.map_or(len, |k| (start + k).min(len));
     for piece in route.body[start..end].chunks(64 * 1024) {
-        sock.write_all(piece).await?;
+        if let Err(e) = sock.write_all(piece).await {
+            state.abandoned.fetch_add(1, Ordering::SeqCst);
+            return Err(e);
+        }
         state.bytes.fetch_add(piece.len() as u64, Ordering::SeqCst);
         if let Some(d) = route.chunk_delay {
             tokio::time::sleep(d).await;
         }
     }
     sock.flush().await?;
+    state.completed.fetch_add(1, Ordering::SeqCst);
     sock.shutdown().await
 }
