@@ -14,7 +14,7 @@ Run it as yourself (it uses sudo where it needs root) or as root.
 
   --yes       do not ask before installing packages or Rust (for scripts)
   --test      also what the tests need (debootstrap, grub, bubblewrap, shellcheck, socat, ...), rustfmt and clippy;
-              `lab` is built with the test build's profile and target folder, so the tests reuse the build
+              `lab` is built by the tests' own build (debug), so the tests reuse it
   --no-build  do not build or install `lab` (the tests run it from their own build)
   --dry-run   print what would be done, change nothing
   -h, --help  this text
@@ -57,7 +57,10 @@ if ((EUID == 0)); then
 elif command -v sudo >/dev/null; then
     as_root() { run sudo "$@"; }
 else
-    as_root() { die "needs root for: $* (run as root, or install sudo)"; }
+    as_root() {
+        ((dry)) || die "needs root for: $* (run as root, or install sudo)"
+        echo "+ (as root) $*" >&2
+    }
 fi
 
 confirm() {
@@ -159,16 +162,19 @@ install_rust() {
 
 install_lab() {
     ((build)) || return 0
-    local flags=(--locked --path . --force)
-    # The tests' own profile and folder: the tests then reuse this build instead of making a release build too.
-    ((test)) && flags+=(--debug --target-dir "${CARGO_TARGET_DIR:-target}")
-    if [[ -w $PREFIX || ($EUID -eq 0) ]]; then
-        run cargo install "${flags[@]}" --root "$PREFIX"
+    local target=${CARGO_TARGET_DIR:-target}
+    if ((test)); then
+        # Exactly the build the tests make (`cargo test --all-targets --no-run`), whose `lab` is then installed: the
+        # tests reuse it, so CI pays for no second build. (`cargo install --debug` would not do: without the
+        # dev-dependencies' features its build differs from the tests', and it compiles lab and its deps again.)
+        run cargo test --locked --all-targets --no-run
+        as_root install -D -m 0755 "$target/debug/lab" "$PREFIX/bin/lab"
+    elif [[ -w $PREFIX || $EUID -eq 0 ]]; then
+        run cargo install --locked --path . --force --root "$PREFIX"
     else
         # Built as this user (its cargo, its target folder), put in place as root.
-        local stage=${CARGO_TARGET_DIR:-target}/install-stage
-        run cargo install "${flags[@]}" --root "$stage"
-        as_root install -m 0755 "$stage/bin/lab" "$PREFIX/bin/lab"
+        run cargo install --locked --path . --force --root "$target/install-stage"
+        as_root install -D -m 0755 "$target/install-stage/bin/lab" "$PREFIX/bin/lab"
     fi
     say "installed $PREFIX/bin/lab"
 }
@@ -180,6 +186,9 @@ libvirt_answers() {
     if ((EUID == 0)); then virsh -c qemu:///system version; else sudo virsh -c qemu:///system version; fi >/dev/null 2>&1
 }
 
+no_polkit() { [[ ! -S /run/dbus/system_bus_socket ]]; }
+sock_auth_set() { grep -q '^ *auth_unix_rw *= *"none"' /etc/libvirt/libvirtd.conf 2>/dev/null; }
+
 start_libvirt() {
     # Without udev, /dev/kvm is root-only; libvirtd then re-probes QEMU on every call (~30 s per define).
     if [[ -e /dev/kvm ]] && getent group kvm >/dev/null && [[ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ]]; then
@@ -188,10 +197,18 @@ start_libvirt() {
     fi
     if pgrep -x libvirtd >/dev/null; then
         say "libvirtd: running already (left as it is)"
+        no_polkit && ! sock_auth_set && [[ $(lab_user) != root ]] &&
+            say "note: without D-Bus, group libvirt gets in only with auth_unix_rw = \"none\" in" \
+                "/etc/libvirt/libvirtd.conf (then restart libvirtd); root always does"
     elif has_systemd; then
         as_root systemctl enable --now virtlogd.socket libvirtd.service
     else
         pgrep -x virtlogd >/dev/null || as_root virtlogd -d
+        # Group libvirt's access is granted by polkit, which needs D-Bus; without it the socket's group and mode
+        # (libvirt, 0770: Debian's defaults) are the access control.
+        if no_polkit && ! sock_auth_set && [[ $(lab_user) != root ]]; then
+            as_root sh -c 'echo "auth_unix_rw = \"none\"  # install.sh: no D-Bus for polkit" >>/etc/libvirt/libvirtd.conf'
+        fi
         # Stopping a domain, libvirt waits until its QEMU (an orphan) has been reaped; without systemd, PID 1 may
         # reap only every few seconds. libvirtd runs under `tini -s`, a subreaper that reaps its orphans at once.
         as_root sh -c 'setsid tini -s -- libvirtd </dev/null >>/var/log/libvirtd.log 2>&1 &'

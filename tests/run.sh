@@ -49,13 +49,13 @@ while read -r kind name; do
     esac
     start=$EPOCHREALTIME
     result=ok
-    cargo test "${sel[@]}" -- "${args[@]}" || { result=FAILED; failed=1; }
+    cargo test "${sel[@]}" -- "${args[@]}" </dev/null || { result=FAILED; failed=1; }
     rows+=("$(awk -v k="$kind" -v n="$name" -v s="$start" -v e="$EPOCHREALTIME" -v r="$result" \
-        'BEGIN { printf "%-6s %-24s %8.1f  %s", k, n, e - s, r }')")
+        'BEGIN { printf "%-8s %-24s %8.1f  %s", k, n, e - s, r }')")
 done <<<"$targets"
 
 echo
 echo "test binaries, wall time:"
-printf '%-6s %-24s %8s  %s\n' KIND BINARY SECONDS RESULT
+printf '%-8s %-24s %8s  %s\n' KIND BINARY SECONDS RESULT
 printf '%s\n' "${rows[@]}"
 exit "$failed"
