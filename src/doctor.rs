@@ -23,6 +23,7 @@ use crate::libvirt::{self, ErrorKind, Hypervisor};
 use crate::model::{format_size, Lab, NetworkMode};
 use crate::orchestrator::up::pool_root;
 use crate::render::{names, Accel};
+use crate::term::{paint, wrap, BAD, GOOD, HEADER, SO_SO};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -745,19 +746,20 @@ const WIDTH: usize = 80;
 pub fn table(rows: &[Row]) -> String {
     let indent = NAME_WIDTH + STATUS_WIDTH;
     let pad = " ".repeat(indent);
-    let mut out = format!("{:<NAME_WIDTH$}{:<STATUS_WIDTH$}DETAIL\n", "NAME", "STATUS");
+    let mut out = paint(
+        HEADER,
+        &format!("{:<NAME_WIDTH$}{:<STATUS_WIDTH$}DETAIL", "NAME", "STATUS"),
+    ) + "\n";
     for r in rows {
-        let status = match r.status {
-            Status::Ok => "ok",
-            Status::Warn => "warn",
-            Status::Fail => "FAIL",
+        let (status, style) = match r.status {
+            Status::Ok => ("ok", GOOD),
+            Status::Warn => ("warn", SO_SO),
+            Status::Fail => ("FAIL", BAD),
         };
+        let status = paint(style, &format!("{status:<STATUS_WIDTH$}"));
         for (i, line) in wrap(&r.detail, WIDTH - indent).iter().enumerate() {
             if i == 0 {
-                out.push_str(&format!(
-                    "{:<NAME_WIDTH$}{:<STATUS_WIDTH$}{line}\n",
-                    r.name, status
-                ));
+                out.push_str(&format!("{:<NAME_WIDTH$}{status}{line}\n", r.name));
             } else {
                 out.push_str(&format!("{pad}{line}\n"));
             }
@@ -770,23 +772,6 @@ pub fn table(rows: &[Row]) -> String {
         }
     }
     out
-}
-
-/// Words of `text` in lines of at most `width` characters (a longer word gets a line of its own).
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    for word in text.split_whitespace() {
-        let last = lines.last_mut().expect("one line");
-        if last.is_empty() {
-            last.push_str(word);
-        } else if last.chars().count() + 1 + word.chars().count() <= width {
-            last.push(' ');
-            last.push_str(word);
-        } else {
-            lines.push(word.to_string());
-        }
-    }
-    lines
 }
 
 #[cfg(test)]
@@ -978,7 +963,7 @@ mod tests {
                 Some("`sudo apt-get install openssh-client`"),
             ),
         ];
-        let t = table(&rows);
+        let t = crate::term::plain(&table(&rows));
         assert!(t.lines().all(|l| l.chars().count() <= 80), "{t}");
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "NAME          STATUS DETAIL");
@@ -991,6 +976,17 @@ mod tests {
             .iter()
             .any(|l| l.starts_with("ssh           FAIL   ssh not found")));
         assert_eq!(t.matches("fix:").count(), 2);
+    }
+
+    #[test]
+    fn the_readme_has_the_section_fixes_point_to() {
+        let readme = include_str!("../README.md");
+        assert!(SUBREAPER_FIX.contains("(README, Setup)"));
+        assert!(
+            readme.contains("\n## Setup\n"),
+            "README has no Setup section"
+        );
+        assert!(readme.contains("setsid tini -s -- libvirtd"));
     }
 
     #[test]

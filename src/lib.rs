@@ -15,4 +15,5 @@ pub mod orchestrator;
 pub mod render;
 pub mod ssh;
 pub mod state;
+pub mod term;
 pub mod ui;

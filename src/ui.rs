@@ -16,11 +16,16 @@ pub struct Ui {
     started: Instant,
 }
 
-/// One line on stderr; a reader that went away (`lab fetch 2>&1 | head -1`) is not an error: the line is dropped
+/// One line on stderr, its colour kept only where it is wanted (`crate::term`); a reader that went away (`lab fetch 2>&1 | head -1`) is not an error: the line is dropped
 /// and the work goes on.
 pub fn say(line: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let _ = writeln!(anstream::stderr().lock(), "{line}");
+}
+
+/// `warning: TEXT`, the tag in colour.
+pub fn warning(text: &str) -> String {
+    crate::term::tagged(crate::term::WARNING, "warning", text)
 }
 
 impl Ui {
@@ -61,9 +66,9 @@ impl Ui {
     /// Warnings show even with `--quiet`.
     pub fn warn(&self, text: &str) {
         if self.fancy {
-            self.multi.suspend(|| say(&format!("warning: {text}")));
+            self.multi.suspend(|| say(&warning(text)));
         } else {
-            say(&format!("warning: {text}"));
+            say(&warning(text));
         }
     }
 

@@ -251,9 +251,10 @@ fn a_closed_pipe_ends_output_quietly() {
     }
 }
 
-#[test]
-fn checkpoints_of_a_lab_not_up_fit_80_columns_and_show_lessons() {
+/// `lab checkpoints` of the course lab, at `columns` columns ($COLUMNS), as lines.
+fn course_checkpoints(columns: &str) -> Vec<String> {
     let out = lab()
+        .env("COLUMNS", columns)
         .args(["checkpoints", "--connect", "test:///default"])
         .output()
         .unwrap();
@@ -262,18 +263,65 @@ fn checkpoints_of_a_lab_not_up_fit_80_columns_and_show_lessons() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
-    for l in text.lines() {
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn checkpoints_of_the_course_at_80_columns_keep_every_name_whole() {
+    let lines = course_checkpoints("80");
+    let text = lines.join("\n");
+    for l in &lines {
         assert!(
             l.chars().count() <= 80,
             "{} columns: {l}",
             l.chars().count()
         );
     }
-    assert!(text.contains("\nbase"), "{text}");
-    assert!(text.contains("kubelet-done (worker-done)"), "{text}");
+    // The eleven checkpoints are one chain: flat, each name (and its aliases) whole at the start of a line.
+    for name in [
+        "base",
+        "containerd-done",
+        "kubelet-done (worker-done)",
+        "etcd-done",
+        "apiserver-done",
+        "scheduler-done",
+        "controller-manager-done (control-plane-done)",
+        "tls-bootstrap-done",
+        "network-done",
+        "kube-proxy-done",
+        "coredns-done (cluster-done)",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(name)),
+            "`{name}`:\n{text}"
+        );
+    }
+    assert!(!text.contains('…'), "nothing cut: {text}");
     assert!(text.contains("Lesson 1 done"), "the descriptions: {text}");
-    assert!(text.contains("└─ "), "a tree: {text}");
+    assert!(!text.contains("\u{1b}["), "plain in a pipe: {text}");
+}
+
+#[test]
+fn checkpoints_follow_columns() {
+    let wide = course_checkpoints("120");
+    assert!(wide.iter().all(|l| l.chars().count() <= 120));
+    assert!(
+        wide.iter()
+            .any(|l| l.starts_with("controller-manager-done (control-plane-done) not built")),
+        "{wide:#?}"
+    );
+    let narrow = course_checkpoints("60");
+    assert!(narrow
+        .iter()
+        .any(|l| l == "controller-manager-done (control-plane-done)"));
+    assert!(
+        narrow.iter().all(|l| l.chars().count() <= 60),
+        "{narrow:#?}"
+    );
 }
 
 #[test]
@@ -347,4 +395,107 @@ fn a_remote_host_that_does_not_answer_fails_within_the_time_out() {
                 .and(predicate::str::contains("did not finish within 3 s"))
                 .and(predicate::str::contains("hint:")),
         );
+}
+
+/// Colour, as cargo does: in a pipe only with CLICOLOR_FORCE, never with NO_COLOR; on a terminal unless NO_COLOR or
+/// CLICOLOR=0. An error with a hint (stderr) and `lab checkpoints` (stdout) need no libvirtd.
+mod colour {
+    use super::lab;
+
+    const ESC: &str = "\u{1b}[";
+
+    /// stdout of `lab checkpoints` and stderr of `lab plan nope` (an error with a hint), in a pipe.
+    fn piped(env: &[(&str, &str)]) -> (String, String) {
+        let run = |args: &[&str]| {
+            let mut c = lab();
+            for v in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE"] {
+                c.env_remove(v);
+            }
+            c.envs(env.iter().copied()).args(args).output().unwrap()
+        };
+        let listed = run(&["checkpoints", "--connect", "test:///default"]);
+        let failed = run(&["plan", "nope"]);
+        assert_eq!(failed.status.code(), Some(2));
+        (
+            String::from_utf8(listed.stdout).unwrap(),
+            String::from_utf8(failed.stderr).unwrap(),
+        )
+    }
+
+    #[test]
+    fn plain_in_a_pipe() {
+        let (out, err) = piped(&[]);
+        assert!(!out.contains(ESC) && !err.contains(ESC), "{out}{err}");
+        assert!(
+            err.starts_with("error: ") && err.contains("hint: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn clicolor_force_colours_a_pipe() {
+        let (out, err) = piped(&[("CLICOLOR_FORCE", "1")]);
+        assert!(out.contains(ESC), "{out}");
+        assert!(
+            err.contains("\u{1b}[1m\u{1b}[31merror"),
+            "red error: {err:?}"
+        );
+        assert!(err.contains("hint\u{1b}[0m: "), "{err:?}");
+    }
+
+    #[test]
+    fn no_color_wins() {
+        let (out, err) = piped(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
+        assert!(!out.contains(ESC) && !err.contains(ESC), "{out}{err}");
+    }
+
+    #[test]
+    fn the_tracing_log_follows_the_same_choice() {
+        let log = |env: &[(&str, &str)]| {
+            let mut c = lab();
+            c.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
+            let o = c
+                .envs(env.iter().copied())
+                .args(["-v", "destroy", "--yes", "--connect", "test:///default"])
+                .output()
+                .unwrap();
+            String::from_utf8(o.stderr).unwrap()
+        };
+        let plain = log(&[]);
+        assert!(plain.contains("DEBUG") && !plain.contains(ESC), "{plain}");
+        assert!(log(&[("CLICOLOR_FORCE", "1")]).contains(ESC));
+        assert!(!log(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]).contains(ESC));
+    }
+
+    /// `lab ARGS` on a terminal (util-linux `script` gives it one): what the terminal shows.
+    fn on_a_terminal(env: &[(&str, &str)], args: &str) -> Option<String> {
+        let script = ["/usr/bin/script", "/bin/script"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let bin = assert_cmd::cargo::cargo_bin("lab");
+        let o = std::process::Command::new(script)
+            .current_dir(std::env::temp_dir())
+            .env("TERM", "xterm")
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .env_remove("CLICOLOR")
+            .envs(env.iter().copied())
+            .args(["-qec", &format!("{} {args}", bin.display()), "/dev/null"])
+            .output()
+            .unwrap();
+        Some(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    #[test]
+    fn a_terminal_gets_colour_unless_no_color_or_clicolor_0() {
+        let Some(shown) = on_a_terminal(&[], "plan nope") else {
+            return; // no `script` here
+        };
+        assert!(shown.contains(ESC), "{shown:?}");
+        for env in [("NO_COLOR", "1"), ("CLICOLOR", "0")] {
+            let shown = on_a_terminal(&[env], "plan nope").unwrap();
+            assert!(shown.contains("error: "), "{shown:?}");
+            assert!(!shown.contains(ESC), "{env:?}: {shown:?}");
+        }
+    }
 }

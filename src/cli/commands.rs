@@ -8,6 +8,7 @@ use crate::cancel::Cancel;
 use crate::model::{self, Lab};
 use crate::orchestrator::{self as orch, Context, UpOptions};
 use crate::state::{Dirs, State};
+use crate::term::{paint, HEADER};
 use crate::ui::Ui;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -147,7 +148,9 @@ pub async fn run(args: Args, cancel: Cancel) -> Result<i32, Failure> {
             if *json {
                 print::json(&list);
             } else {
-                print::checkpoints(&list).iter().for_each(|l| out(l));
+                super::tree::checkpoints(&list, crate::term::width())
+                    .iter()
+                    .for_each(|l| out(l));
             }
             Ok(EXIT_OK)
         }
@@ -368,13 +371,16 @@ async fn check(ctx: &Context, checkpoint: Option<&str>, json: bool) -> Result<i3
     if json {
         print::json(&results);
     } else {
-        out(&format!("{:<58} {:<14} RESULT", "CHECK", "MACHINE"));
+        out(&header(&format!(
+            "{:<58} {:<14} RESULT",
+            "CHECK", "MACHINE"
+        )));
         for r in &results {
             out(&format!(
                 "{:<58} {:<14} {}",
                 print::fit(&r.check, 58),
                 print::fit(&r.machine, 14),
-                if r.passed { "pass" } else { "FAIL" }
+                print::verdict(r.passed)
             ));
             if !r.passed && !r.output.is_empty() {
                 for l in r.output.lines().take(5) {
@@ -608,15 +614,18 @@ async fn status(ctx: &Context, json: bool) -> Result<i32, Failure> {
             "lab {} on {}: {}, checkpoint: {}",
             s.name,
             s.uri,
-            s.state,
+            print::power(s.state, 0),
             s.checkpoint.as_deref().unwrap_or("-")
         ));
-        out(&format!("{:<20} {:<24} ADDRESS", "MACHINE", "STATE"));
+        out(&header(&format!(
+            "{:<20} {:<24} ADDRESS",
+            "MACHINE", "STATE"
+        )));
         for m in &s.machines {
             out(&format!(
-                "{:<20} {:<24} {}",
+                "{:<20} {} {}",
                 m.name,
-                m.state.to_string(),
+                print::power(&m.state.to_string(), 24),
                 m.ip
             ));
         }
@@ -630,7 +639,7 @@ async fn status(ctx: &Context, json: bool) -> Result<i32, Failure> {
             _ => None,
         };
         if let Some(h) = hint {
-            print::err(&format!("hint: {h}"));
+            print::hint(h);
         }
     }
     Ok(if matches!(lab_state, "not-up" | "broken") {
@@ -638,6 +647,10 @@ async fn status(ctx: &Context, json: bool) -> Result<i32, Failure> {
     } else {
         EXIT_OK
     })
+}
+
+fn header(text: &str) -> String {
+    paint(HEADER, text)
 }
 
 fn validated(lab: &Lab, json: bool) {

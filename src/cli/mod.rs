@@ -6,6 +6,7 @@
 mod args;
 mod commands;
 mod print;
+mod tree;
 
 pub use args::{Args, Command};
 
@@ -16,7 +17,6 @@ use crate::orchestrator::{self as orch, Context};
 use crate::state::{Dirs, LabLock};
 use crate::ui::Ui;
 use clap::Parser;
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +61,8 @@ impl From<orch::Error> for Failure {
 
 impl From<model::LabFileError> for Failure {
     fn from(e: model::LabFileError) -> Self {
-        Failure::usage(e.to_string(), None)
+        // `{:#}`: the annotated source in colour (stripped again where colour is not wanted).
+        Failure::usage(format!("{e:#}"), None)
     }
 }
 
@@ -117,7 +118,7 @@ pub fn main() -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(crate::term::stderr_has_colour())
         .init();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let cancel = Cancel::new();
@@ -137,9 +138,12 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(f) => {
-            print::err(&format!("error: {}", f.message));
+            print::error(&f.message);
             if let Some(h) = f.hint {
-                print::err(&format!("  hint: {h}"));
+                print::err(&format!(
+                    "  {}",
+                    crate::term::tagged(crate::term::HINT, "hint", &h)
+                ));
             }
             // Interrupted is a fact of the command, not of the error that came back: a Ctrl-C typed at a terminal
             // also reaches child processes, whose failure is then an ordinary error.

@@ -77,7 +77,12 @@ impl std::error::Error for LabFileError {}
 
 impl std::fmt::Display for LabFileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let renderer = Renderer::plain();
+        // `{:#}` asks for colour (the stream it goes to strips it where colour is not wanted).
+        let renderer = if f.alternate() {
+            Renderer::styled()
+        } else {
+            Renderer::plain()
+        };
         for (i, p) in self.problems.iter().enumerate() {
             if i > 0 {
                 f.write_str("\n\n")?;

@@ -87,7 +87,7 @@ impl Drop for PauseGuard {
         // Only on paths that skipped `resume`: blocking here is the lesser evil.
         for d in self.doms.drain(..) {
             if let Err(e) = resume_if_paused(self.hv.as_ref(), &d) {
-                crate::ui::say(&format!("warning: could not resume {d}: {e}"));
+                crate::ui::say(&crate::ui::warning(&format!("could not resume {d}: {e}")));
             }
         }
     }
@@ -162,9 +162,9 @@ impl Drop for FreezeGuard {
     fn drop(&mut self) {
         for d in self.doms.drain(..) {
             if let Err(e) = thaw_running(self.hv.as_ref(), &d) {
-                crate::ui::say(&format!(
-                    "warning: could not thaw the file systems of {d}: {e}"
-                ));
+                crate::ui::say(&crate::ui::warning(&format!(
+                    "could not thaw the file systems of {d}: {e}"
+                )));
             }
         }
     }
