@@ -66,9 +66,15 @@ fn export_faults(lab: &TestLab, work: &Path) {
     let h = half.to_str().unwrap();
     let out = lab.lab_with(&["export", h], &[("LAB_TEST_FAULT", "export:file:kill")]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("LAB_TEST_FAULT: kill after export:file"), "{err}");
+    assert!(
+        err.contains("LAB_TEST_FAULT: kill after export:file"),
+        "{err}"
+    );
     assert_eq!(out.status.code(), None, "killed");
-    assert!(half.exists() && !half.join("kit.json").exists(), "no manifest");
+    assert!(
+        half.exists() && !half.join("kit.json").exists(),
+        "no manifest"
+    );
     assert!(!lab.lab(&["kit", "verify", h]).status.success());
     std::fs::remove_dir_all(&half).unwrap();
     let out = lab.lab_with(&["export", h], &[("LAB_TEST_FAULT", "export:file:int")]);

@@ -29,7 +29,11 @@ pub async fn snapshot(
     let mut phases = Phases::new("snapshot", &ctx.cancel);
     let mut state = ctx.state()?;
     let replaced = plan(ctx, &state, name, disk_only, force).await?;
-    state.pending = Some(Pending::Snapshot { name: name.into() });
+    // Inside a checkpoint build the build's mark stays: a killed build, its snapshot included, goes back to where
+    // it started (the half-run steps are on the disks). Otherwise the snapshot's own mark.
+    if !matches!(state.pending, Some(Pending::Build { .. })) {
+        state.pending = Some(Pending::Snapshot { name: name.into() });
+    }
     ctx.save(&state)?;
     phases.done("plan");
     if let Err(e) = ctx.check_cancel("nothing was changed") {
@@ -180,9 +184,12 @@ async fn plan(
     Ok(replaced)
 }
 
-/// Clears the pending mark of a snapshot that changed nothing, and passes the error on.
+/// Clears the pending mark of a snapshot that changed nothing (a build's mark stays: the build decides), and passes
+/// the error on.
 fn abandon<T>(ctx: &Context, mut state: State, e: Error) -> Result<T> {
-    state.pending = None;
+    if matches!(state.pending, Some(Pending::Snapshot { .. })) {
+        state.pending = None;
+    }
     ctx.save(&state)?;
     Err(e)
 }
