@@ -105,6 +105,22 @@ fn download(conn: &Connect, v: &StorageVol, name: &str, offset: u64, len: u64) -
 }
 
 impl VirtHost {
+    /// libvirt's domain capabilities for `arch` under `virt_type`. libvirt answers with an error when it has no such
+    /// domains for this architecture (or, like the test driver, no domain capabilities at all): that is None,
+    /// unless the connection itself failed.
+    fn domain_capabilities(&self, arch: &str, virt_type: &str) -> Result<Option<String>> {
+        self.conn
+            .domain_capabilities(None, Some(arch), None, Some(virt_type), 0)
+            .map(Some)
+            .or_else(|e| {
+                let e = wrap("query", "domain capabilities")(e);
+                match e.kind {
+                    ErrorKind::Unreachable | ErrorKind::PermissionDenied => Err(e),
+                    _ => Ok(None),
+                }
+            })
+    }
+
     pub fn connect(uri: &str) -> Result<VirtHost> {
         // libvirt prints every error to stderr unless its callback is cleared; lab reports errors itself.
         virt::error::clear_error_callback();
@@ -250,38 +266,15 @@ impl Hypervisor for VirtHost {
     }
 
     fn cpu_models(&self, arch: &str, virt_type: &str) -> Result<Vec<String>> {
-        // Like kvm_available: no domain capabilities for this type is "no models known", not a failure.
-        let caps = self
-            .conn
-            .domain_capabilities(None, Some(arch), None, Some(virt_type), 0)
-            .map(Some)
-            .or_else(|e| {
-                let e = wrap("query", "domain capabilities")(e);
-                match e.kind {
-                    ErrorKind::Unreachable | ErrorKind::PermissionDenied => Err(e),
-                    _ => Ok(None),
-                }
-            })?;
-        Ok(caps
+        Ok(self
+            .domain_capabilities(arch, virt_type)?
             .map(|c| xml_read::usable_cpu_models(&c))
             .unwrap_or_default())
     }
 
     fn kvm_available(&self, arch: &str) -> Result<bool> {
-        // libvirt answers with an error when it has no KVM for this architecture (or, like the test driver, no
-        // domain capabilities at all): that is a "no", unless the connection itself failed.
-        let caps = self
-            .conn
-            .domain_capabilities(None, Some(arch), None, Some("kvm"), 0)
-            .map(Some)
-            .or_else(|e| {
-                let e = wrap("query", "domain capabilities")(e);
-                match e.kind {
-                    ErrorKind::Unreachable | ErrorKind::PermissionDenied => Err(e),
-                    _ => Ok(None),
-                }
-            })?;
-        Ok(caps
+        Ok(self
+            .domain_capabilities(arch, "kvm")?
             .and_then(|c| xml_read::capabilities_domain_type(&c))
             .is_some_and(|t| t == "kvm"))
     }
