@@ -637,7 +637,9 @@ fn power_and_rm_faults(f: &mut Faults, kept: &BTreeSet<String>, debug: &[(&str, 
     let start_phases = learn(f, &["start"], "start");
     f.lab.ok(&["snapshot", "rm-me"]);
     f.leave("rm-me");
-    let rm_phases = learn(f, &["checkpoint", "rm", "rm-me"], "checkpoint-rm");
+    // `undo`, made by moving off it, is built on it: removed with it.
+    let rm = ["checkpoint", "rm", "rm-me", "--recursive", "--yes"];
+    let rm_phases = learn(f, &rm, "checkpoint-rm");
     for fault in ["kill", "int"] {
         for p in &stop_phases {
             f.fault(&["stop"], "stop", p, fault);
@@ -653,7 +655,7 @@ fn power_and_rm_faults(f: &mut Faults, kept: &BTreeSet<String>, debug: &[(&str, 
         for p in &rm_phases {
             f.lab.ok(&["snapshot", "rm-me"]);
             f.leave("rm-me");
-            f.fault(&["checkpoint", "rm", "rm-me"], "checkpoint-rm", p, fault);
+            f.fault(&rm, "checkpoint-rm", p, fault);
             f.check(&format!("checkpoint rm:{p}:{fault}"), kept);
             f.leave("rm-me");
             f.remove_if_built("rm-me");
